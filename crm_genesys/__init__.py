@@ -1,0 +1,1 @@
+"""crm-genesys: keeps Genesys Cloud External Contacts in exact parity with a CRM."""
