@@ -1,0 +1,639 @@
+"""The sync-state store: what Genesys holds from us, per business key, and the sink's journals.
+
+SQLAlchemy Core 2.x on SQLite (default; WAL journal and a busy timeout so that a reader never
+blocks the writer and concurrent writers wait instead of failing) or PostgreSQL.
+
+Tables
+- `contact_state`: one row per business key: the Genesys contact id, the hash of the content we
+  sent, the CRM version it came from, whether it is deleted, when and by which window.
+- `create_intents`: written and committed BEFORE a create request; resolved once its fate is
+  known. A pending intent after a crash means "a contact with this ExternalId may exist": the next
+  run looks it up before creating again (exactly-once creates).
+- `dead_letters`: items Genesys rejected permanently, with the reason and the CRM metadata.
+- `meta`: small key/value facts (e.g. the External Source id of a source name).
+
+Monotonic writes: a `contact_state` row is only overwritten by an equal or newer `crm_version`.
+The guard is part of the SQL statement itself (`ON CONFLICT ... DO UPDATE ... WHERE`), so two
+runs writing the same key concurrently can never leave the older version behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+# Bound parameters per IN list: well under SQLite's 32766 and PostgreSQL's 65535 limits.
+IN_CHUNK = 5_000
+# Rows per executemany: keeps a batch's parameter list small in memory.
+WRITE_CHUNK = 5_000
+
+SNAPSHOT_COLUMNS = ["business_key", "contact_id", "content_hash", "crm_version", "deleted"]
+INTENT_COLUMNS = [
+    "id",
+    "business_key",
+    "crm_version",
+    "content_hash",
+    "run_id",
+    "window",
+    "created_at",
+    "status",
+]
+DEAD_LETTER_COLUMNS = [
+    "id",
+    "business_key",
+    "crm_id",
+    "crm_version",
+    "op",
+    "status",
+    "code",
+    "reason",
+    "window",
+    "created_at",
+]
+
+metadata = sa.MetaData()
+
+contact_state = sa.Table(
+    "contact_state",
+    metadata,
+    sa.Column("business_key", sa.String(255), primary_key=True),
+    sa.Column("contact_id", sa.String(64), nullable=True),
+    sa.Column("content_hash", sa.String(128), nullable=False, default=""),
+    sa.Column("crm_version", sa.BigInteger, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
+    # `window` is an SQL keyword (window functions): always quoted.
+    sa.Column("window", sa.String(64), nullable=True, quote=True),
+)
+
+create_intents = sa.Table(
+    "create_intents",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("business_key", sa.String(255), nullable=False),
+    sa.Column("crm_version", sa.BigInteger, nullable=False),
+    sa.Column("content_hash", sa.String(128), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("window", sa.String(64), nullable=True, quote=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("contact_id", sa.String(64), nullable=True),
+    sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
+    # One intent per key and run: a retried create in the same run re-arms the same row.
+    sa.UniqueConstraint("run_id", "business_key", name="uq_create_intents_run_key"),
+    sa.Index("ix_create_intents_status_key", "status", "business_key"),
+)
+
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("business_key", sa.String(255), nullable=False),
+    sa.Column("crm_id", sa.String(255), nullable=True),
+    sa.Column("crm_version", sa.BigInteger, nullable=False),
+    sa.Column("op", sa.String(16), nullable=False),
+    sa.Column("status", sa.Integer, nullable=True),
+    sa.Column("code", sa.String(255), nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("window", sa.String(64), nullable=True, quote=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # A re-run of a window that fails the same way again refreshes the letter, not duplicates it.
+    sa.UniqueConstraint("business_key", "crm_version", "op", name="uq_dead_letters_key_version_op"),
+    sa.Index("ix_dead_letters_window", "window"),
+)
+
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class StateWrite:
+    """One live contact to record: the content `content_hash` of CRM version `crm_version` is
+    held by Genesys contact `contact_id`."""
+
+    business_key: str
+    contact_id: str
+    content_hash: str
+    crm_version: int
+
+
+@dataclass(frozen=True)
+class DeleteWrite:
+    """One deletion to record: the key's contact is gone as of CRM version `crm_version`."""
+
+    business_key: str
+    crm_version: int
+
+
+@dataclass(frozen=True)
+class IntentWrite:
+    """A create about to be sent: the content and CRM version that the contact will hold."""
+
+    business_key: str
+    crm_version: int
+    content_hash: str
+
+
+_W = TypeVar("_W", StateWrite, DeleteWrite)
+
+
+@dataclass(frozen=True)
+class PendingIntent:
+    """A create whose outcome was never recorded (a crashed or interrupted run)."""
+
+    id: int
+    business_key: str
+    crm_version: int
+    content_hash: str
+    run_id: str
+    window: str | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An item Genesys rejected permanently (`retryable: false`), with the CRM metadata needed
+    to find and fix the source record."""
+
+    business_key: str
+    crm_id: str | None
+    crm_version: int
+    op: str
+    status: int | None
+    code: str | None
+    reason: str | None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # WAL: readers do not block the writer; busy_timeout: concurrent writers wait (30 s) instead
+    # of failing with "database is locked"; synchronous=NORMAL is durable with WAL at commit
+    # boundaries against process crashes (the failure mode the sink's intents are built for).
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class StoreBatch:
+    """The store's writes bound to one open transaction (see `SyncStateStore.batch`).
+
+    Everything done through one `StoreBatch` commits together or not at all.
+    """
+
+    def __init__(self, store: SyncStateStore, conn: Connection, window: str | None) -> None:
+        self._store = store
+        self._conn = conn
+        self._window = window
+
+    def record_created(self, rows: Iterable[StateWrite]) -> None:
+        """Record live contacts (a create succeeded or was found by ExternalId lookup)."""
+        self._store._upsert_live(self._conn, list(rows), self._window)
+
+    def record_updated(self, rows: Iterable[StateWrite]) -> None:
+        """Record updated contacts: same monotonic upsert as creates (the id may be new when an
+        update found its contact gone and re-created it)."""
+        self._store._upsert_live(self._conn, list(rows), self._window)
+
+    def record_deleted(self, rows: Iterable[DeleteWrite]) -> None:
+        """Record deletions (a tombstone was applied, or Genesys no longer had the contact)."""
+        self._store._upsert_deleted(self._conn, list(rows), self._window)
+
+    def bump_versions(self, frame: pd.DataFrame) -> None:
+        """Raise `crm_version` of existing rows (never lower it); see `SyncStateStore`."""
+        self._store._bump(self._conn, frame)
+
+    def add_intents(self, rows: Iterable[IntentWrite], *, run_id: str) -> None:
+        self._store._add_intents(self._conn, list(rows), run_id, self._window)
+
+    def resolve_intents(
+        self,
+        keys: Iterable[str],
+        *,
+        run_id: str | None = None,
+        contact_ids: dict[str, str] | None = None,
+    ) -> None:
+        self._store._resolve_intents(self._conn, list(keys), run_id, contact_ids)
+
+    def dead_letter(self, letters: Iterable[DeadLetter]) -> None:
+        self._store._dead_letter(self._conn, list(letters), self._window)
+
+
+class SyncStateStore:
+    """The sync-state store at SQLAlchemy URL `url` (see the module docstring).
+
+    Thread-safe as SQLAlchemy engines are; every public write runs in its own transaction, and
+    `batch()` groups several writes into one.
+    """
+
+    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine if engine is not None else self._make_engine(url)
+        self.dialect = self.engine.dialect.name
+
+    @staticmethod
+    def _make_engine(url: str) -> Engine:
+        parsed = sa.make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            engine = sa.create_engine(url, connect_args={"timeout": 30})
+            sa.event.listen(engine, "connect", _sqlite_on_connect)
+            return engine
+        return sa.create_engine(url, pool_pre_ping=True)
+
+    def __repr__(self) -> str:
+        # The URL may carry a database password: never print it.
+        return f"SyncStateStore({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def dispose(self) -> None:
+        """Close pooled connections (end of a run, or before a process fork)."""
+        self.engine.dispose()
+
+    # ---------------------------------------------------------------- schema
+
+    def create_all(self) -> None:
+        """Create the tables and indexes that do not exist yet; safe to call any number of times
+        (and concurrently: a lost creation race is ignored)."""
+        try:
+            metadata.create_all(self.engine, checkfirst=True)
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
+            # Another process created the same table between our check and our CREATE.
+            metadata.create_all(self.engine, checkfirst=True)
+
+    # ---------------------------------------------------------------- reads
+
+    def snapshot(self, keys: Iterable[str] | None = None) -> pd.DataFrame:
+        """What state holds: `business_key, contact_id, content_hash, crm_version, deleted`.
+
+        `keys=None` reads the whole table (one streaming SELECT); otherwise only those keys
+        (chunked IN lists), missing keys simply absent. `crm_version` is int64, `deleted` bool,
+        `contact_id` object (None for never-created / deleted rows).
+        """
+        cols = [contact_state.c[name] for name in SNAPSHOT_COLUMNS]
+        records: list[tuple[Any, ...]] = []
+        with self.engine.connect() as conn:
+            if keys is None:
+                result = conn.execute(sa.select(*cols))
+                records.extend(result.tuples())
+            else:
+                unique = sorted(set(keys))
+                stmt = sa.select(*cols).where(
+                    contact_state.c.business_key.in_(sa.bindparam("keys", expanding=True))
+                )
+                for chunk in _chunks(unique, IN_CHUNK):
+                    records.extend(conn.execute(stmt, {"keys": list(chunk)}).tuples())
+        frame = pd.DataFrame.from_records(records, columns=SNAPSHOT_COLUMNS)
+        return frame.astype(
+            {
+                "business_key": object,
+                "contact_id": object,
+                "content_hash": object,
+                "crm_version": "int64",
+                "deleted": bool,
+            }
+        )
+
+    def pending_intents(self, keys: Iterable[str] | None = None) -> list[PendingIntent]:
+        """Unresolved create intents, oldest first; only those of `keys` when given."""
+        cols = [create_intents.c[name] for name in INTENT_COLUMNS]
+        base = sa.select(*cols).where(create_intents.c.status == "pending")
+        rows: list[Any] = []
+        with self.engine.connect() as conn:
+            if keys is None:
+                rows.extend(conn.execute(base))
+            else:
+                stmt = base.where(
+                    create_intents.c.business_key.in_(sa.bindparam("keys", expanding=True))
+                )
+                for chunk in _chunks(sorted(set(keys)), IN_CHUNK):
+                    rows.extend(conn.execute(stmt, {"keys": list(chunk)}))
+        intents = [
+            PendingIntent(
+                id=row.id,
+                business_key=row.business_key,
+                crm_version=int(row.crm_version),
+                content_hash=row.content_hash,
+                run_id=row.run_id,
+                window=row.window,
+                created_at=row.created_at,
+            )
+            for row in rows
+        ]
+        intents.sort(key=lambda i: (i.created_at, i.id))
+        return intents
+
+    def dead_letters(self, window: str | None = None) -> pd.DataFrame:
+        """Dead letters (all, or one window's), oldest first, columns `DEAD_LETTER_COLUMNS`."""
+        cols = [dead_letters.c[name] for name in DEAD_LETTER_COLUMNS]
+        stmt = sa.select(*cols).order_by(dead_letters.c.id)
+        if window is not None:
+            stmt = stmt.where(dead_letters.c.window == window)
+        with self.engine.connect() as conn:
+            records = list(conn.execute(stmt).tuples())
+        return pd.DataFrame.from_records(records, columns=DEAD_LETTER_COLUMNS)
+
+    def get_meta(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).scalar()
+        return None if value is None else str(value)
+
+    def counts(self) -> dict[str, int]:
+        """Row counts for reports: live and deleted contacts, pending intents, dead letters."""
+        live = sa.func.sum(sa.case((contact_state.c.deleted.is_(False), 1), else_=0))
+        with self.engine.connect() as conn:
+            total, n_live = conn.execute(sa.select(sa.func.count(), live)).one()
+            pending = conn.execute(
+                sa.select(sa.func.count()).where(create_intents.c.status == "pending")
+            ).scalar_one()
+            letters = conn.execute(sa.select(sa.func.count()).select_from(dead_letters)).scalar()
+        n_live = int(n_live or 0)
+        return {
+            "contacts_live": n_live,
+            "contacts_deleted": int(total) - n_live,
+            "intents_pending": int(pending),
+            "dead_letters": int(letters or 0),
+        }
+
+    # ---------------------------------------------------------------- writes
+
+    @contextmanager
+    def batch(self, window: str | None = None) -> Iterator[StoreBatch]:
+        """One transaction for several writes: committed when the block exits normally, rolled
+        back when it raises."""
+        with self.engine.begin() as conn:
+            yield StoreBatch(self, conn, window)
+
+    def record_created(self, rows: Iterable[StateWrite], *, window: str | None = None) -> None:
+        """Record live contacts, monotonically (older versions than state are ignored)."""
+        with self.batch(window) as tx:
+            tx.record_created(rows)
+
+    def record_updated(self, rows: Iterable[StateWrite], *, window: str | None = None) -> None:
+        """Record updated contacts, monotonically."""
+        with self.batch(window) as tx:
+            tx.record_updated(rows)
+
+    def record_deleted(self, rows: Iterable[DeleteWrite], *, window: str | None = None) -> None:
+        """Record deleted contacts, monotonically."""
+        with self.batch(window) as tx:
+            tx.record_deleted(rows)
+
+    def bump_versions(self, frame: pd.DataFrame) -> None:
+        """Raise the `crm_version` of existing rows to `frame.crm_version` where that is newer
+        (frame columns `business_key, crm_version`): unchanged content seen in a newer CRM
+        version, so that a later replay of an older version is recognized as stale. Keys
+        without a state row are ignored (there is nothing in Genesys to protect)."""
+        with self.batch() as tx:
+            tx.bump_versions(frame)
+
+    def add_intents(
+        self, rows: Iterable[IntentWrite], *, run_id: str, window: str | None = None
+    ) -> None:
+        """Write (and commit) pending create intents for `run_id`; re-arms an existing intent of
+        the same run and key (a create retried in a later round)."""
+        with self.batch(window) as tx:
+            tx.add_intents(rows, run_id=run_id)
+
+    def resolve_intents(
+        self,
+        keys: Iterable[str],
+        *,
+        run_id: str | None = None,
+        contact_ids: dict[str, str] | None = None,
+    ) -> None:
+        """Mark the pending intents of `keys` resolved (of `run_id` only, when given), noting the
+        contact id found or created where known."""
+        with self.batch() as tx:
+            tx.resolve_intents(keys, run_id=run_id, contact_ids=contact_ids)
+
+    def dead_letter(self, letters: Iterable[DeadLetter], *, window: str | None = None) -> None:
+        """Record permanently rejected items (idempotent per key, version and operation)."""
+        with self.batch(window) as tx:
+            tx.dead_letter(letters)
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            stmt = self._insert(meta).values(key=key, value=value)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[meta.c.key], set_={"value": stmt.excluded.value}
+                )
+            )
+
+    # ---------------------------------------------------------------- internals
+
+    def _insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT construct, which carries `on_conflict_do_*`."""
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        if self.dialect == "sqlite":
+            return sqlite.insert(table)
+        raise NotImplementedError(f"sync state supports sqlite and postgresql, not {self.dialect}")
+
+    def _monotonic_upsert(self, conn: Connection, params: list[dict[str, Any]]) -> None:
+        stmt = self._insert(contact_state)
+        excluded = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[contact_state.c.business_key],
+            set_={
+                "contact_id": excluded.contact_id,
+                "content_hash": excluded.content_hash,
+                "crm_version": excluded.crm_version,
+                "deleted": excluded.deleted,
+                "synced_at": excluded.synced_at,
+                "window": excluded["window"],
+            },
+            # The monotonic guard: the existing row survives a write of an older version.
+            where=contact_state.c.crm_version <= excluded.crm_version,
+        )
+        for chunk in _chunks(params, WRITE_CHUNK):
+            conn.execute(stmt, list(chunk))
+
+    def _upsert_live(self, conn: Connection, rows: list[StateWrite], window: str | None) -> None:
+        if not rows:
+            return
+        now = _now()
+        self._monotonic_upsert(
+            conn,
+            [
+                {
+                    "business_key": r.business_key,
+                    "contact_id": r.contact_id,
+                    "content_hash": r.content_hash,
+                    "crm_version": int(r.crm_version),
+                    "deleted": False,
+                    "synced_at": now,
+                    "window": window,
+                }
+                for r in _latest(rows)
+            ],
+        )
+
+    def _upsert_deleted(
+        self, conn: Connection, rows: list[DeleteWrite], window: str | None
+    ) -> None:
+        if not rows:
+            return
+        now = _now()
+        self._monotonic_upsert(
+            conn,
+            [
+                {
+                    "business_key": r.business_key,
+                    # The contact no longer exists in Genesys: keeping its id would invite an
+                    # update of a contact that is gone.
+                    "contact_id": None,
+                    "content_hash": "",
+                    "crm_version": int(r.crm_version),
+                    "deleted": True,
+                    "synced_at": now,
+                    "window": window,
+                }
+                for r in _latest(rows)
+            ],
+        )
+
+    def _bump(self, conn: Connection, frame: pd.DataFrame) -> None:
+        if frame is None or len(frame) == 0:
+            return
+        versions = frame.groupby("business_key", sort=False)["crm_version"].max()
+        params = [{"k": str(k), "v": int(v)} for k, v in versions.items()]
+        stmt = (
+            contact_state.update()
+            .where(contact_state.c.business_key == sa.bindparam("k"))
+            .where(contact_state.c.crm_version < sa.bindparam("v"))
+            .values(crm_version=sa.bindparam("v"))
+        )
+        for chunk in _chunks(params, WRITE_CHUNK):
+            conn.execute(stmt, list(chunk))
+
+    def _add_intents(
+        self, conn: Connection, rows: list[IntentWrite], run_id: str, window: str | None
+    ) -> None:
+        if not rows:
+            return
+        now = _now()
+        stmt = self._insert(create_intents)
+        excluded = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[create_intents.c.run_id, create_intents.c.business_key],
+            set_={
+                "crm_version": excluded.crm_version,
+                "content_hash": excluded.content_hash,
+                "created_at": excluded.created_at,
+                "status": "pending",
+                "contact_id": None,
+                "resolved_at": None,
+            },
+        )
+        params = [
+            {
+                "business_key": r.business_key,
+                "crm_version": int(r.crm_version),
+                "content_hash": r.content_hash,
+                "run_id": run_id,
+                "window": window,
+                "created_at": now,
+                "status": "pending",
+            }
+            for r in rows
+        ]
+        for chunk in _chunks(params, WRITE_CHUNK):
+            conn.execute(stmt, list(chunk))
+
+    def _resolve_intents(
+        self,
+        conn: Connection,
+        keys: list[str],
+        run_id: str | None,
+        contact_ids: dict[str, str] | None,
+    ) -> None:
+        if not keys:
+            return
+        ids = contact_ids or {}
+        stmt = (
+            create_intents.update()
+            .where(create_intents.c.business_key == sa.bindparam("k"))
+            .where(create_intents.c.status == "pending")
+            .values(
+                status="resolved",
+                resolved_at=sa.bindparam("at"),
+                contact_id=sa.bindparam("cid"),
+            )
+        )
+        if run_id is not None:
+            stmt = stmt.where(create_intents.c.run_id == run_id)
+        now = _now()
+        params = [{"k": k, "at": now, "cid": ids.get(k)} for k in dict.fromkeys(keys)]
+        for chunk in _chunks(params, WRITE_CHUNK):
+            conn.execute(stmt, list(chunk))
+
+    def _dead_letter(self, conn: Connection, letters: list[DeadLetter], window: str | None) -> None:
+        if not letters:
+            return
+        now = _now()
+        stmt = self._insert(dead_letters)
+        excluded = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[
+                dead_letters.c.business_key,
+                dead_letters.c.crm_version,
+                dead_letters.c.op,
+            ],
+            set_={
+                "crm_id": excluded.crm_id,
+                "status": excluded.status,
+                "code": excluded.code,
+                "reason": excluded.reason,
+                "window": excluded["window"],
+                "created_at": excluded.created_at,
+            },
+        )
+        params = [
+            {
+                "business_key": d.business_key,
+                "crm_id": d.crm_id,
+                "crm_version": int(d.crm_version),
+                "op": d.op,
+                "status": d.status,
+                "code": d.code,
+                "reason": d.reason,
+                "window": window,
+                "created_at": now,
+            }
+            for d in letters
+        ]
+        for chunk in _chunks(params, WRITE_CHUNK):
+            conn.execute(stmt, list(chunk))
+
+
+def _latest(rows: list[_W]) -> list[_W]:
+    """One write per key (the newest version): a multi-row upsert must not touch a key twice
+    (PostgreSQL refuses "ON CONFLICT DO UPDATE command cannot affect row a second time")."""
+    best: dict[str, _W] = {}
+    for row in rows:
+        seen = best.get(row.business_key)
+        if seen is None or row.crm_version >= seen.crm_version:
+            best[row.business_key] = row
+    return list(best.values())
