@@ -1,0 +1,168 @@
+"""The `crm-genesys` command: demo, emulator server, demo CRM, connection check, schema push."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from crm_genesys import settings
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from crm_genesys.demo import run_demo
+
+    return run_demo(rows=args.rows, seed=args.seed, windows=args.windows)
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from crm_genesys.demo import format_table, instance, run_window
+
+    counts = run_window(args.window, instance())
+    print(format_table([(args.window, counts)]))
+    return 0 if counts["ok"] else 1
+
+
+def _crm_generate(args: argparse.Namespace) -> int:
+    from crm_genesys.crm.demo import generate_demo_crm
+    from crm_genesys.defs.partitions import window_length
+
+    path = Path(args.path) if args.path else settings.demo_crm_path()
+    if path.exists() and not args.force:
+        print(f"{path} exists; use --force to replace it", file=sys.stderr)
+        return 2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    generate_demo_crm(
+        path,
+        rows=args.rows,
+        seed=args.seed,
+        now=datetime.now(UTC),
+        windows=args.windows,
+        window=window_length(),
+    )
+    print(f"demo CRM with {args.rows} contacts written to {path}")
+    return 0
+
+
+def _crm_simulate(args: argparse.Namespace) -> int:
+    from crm_genesys.crm.simulate import simulate_activity
+
+    path = Path(args.path) if args.path else settings.demo_crm_path()
+    summary = simulate_activity(
+        path,
+        now=datetime.now(UTC),
+        seed=args.seed,
+        updates=args.updates,
+        deletes=args.deletes,
+        reindex=args.reindex,
+        creates=args.creates,
+        new_column=args.new_column,
+    )
+    print(summary)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from crm_genesys.genesys.check import check_connection
+    from crm_genesys.genesys.settings import GenesysSettings
+
+    if not GenesysSettings.configured():
+        print(
+            "No Genesys credentials in the environment (GENESYS_CLIENT_ID, GENESYS_CLIENT_SECRET, "
+            "GENESYS_REGION or GENESYS_API_HOST): the project runs on the embedded emulator.",
+            file=sys.stderr,
+        )
+        return 2
+    report = asyncio.run(check_connection(GenesysSettings.from_env()))
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def _schema_push(args: argparse.Namespace) -> int:
+    from crm_genesys import runtime
+    from crm_genesys.contacts.mapping import load_mapping
+    from crm_genesys.contacts.schema import build_contact_schema
+
+    mapping = load_mapping(Path(args.mapping) if args.mapping else settings.crm_mapping_path())
+    body = build_contact_schema(mapping)
+
+    async def push() -> dict:
+        async with runtime.open_genesys() as client:
+            return await client.upsert_contact_schema(body)
+
+    schema = asyncio.run(push())
+    print(
+        f"contact schema {schema.get('name')!r}: "
+        f"id {schema.get('id')}, version {schema.get('version')}"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crm-genesys", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo", help="sync the demo CRM into the embedded emulator, window by window"
+    )
+    demo.add_argument(
+        "--rows", type=int, default=10_000, help="contacts in a newly generated demo CRM"
+    )
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--windows", type=int, default=12, help="recent windows the demo data spans")
+    demo.set_defaults(func=_demo)
+
+    sync = sub.add_parser("sync", help="run the sync job for one window in this process")
+    sync.add_argument("--window", required=True, help="partition key, e.g. 2026-11-29-10:00")
+    sync.set_defaults(func=_sync)
+
+    crm = sub.add_parser("crm", help="the demo CRM").add_subparsers(
+        dest="crm_command", required=True
+    )
+    generate = crm.add_parser("generate", help="generate the demo CRM (seeded, deterministic)")
+    generate.add_argument("--path", default="")
+    generate.add_argument("--rows", type=int, default=10_000)
+    generate.add_argument("--seed", type=int, default=7)
+    generate.add_argument("--windows", type=int, default=12)
+    generate.add_argument("--force", action="store_true")
+    generate.set_defaults(func=_crm_generate)
+    simulate = crm.add_parser("simulate", help="simulate CRM activity in the current window")
+    simulate.add_argument("--path", default="")
+    simulate.add_argument("--seed", type=int, default=11)
+    simulate.add_argument("--updates", type=int, default=200)
+    simulate.add_argument("--deletes", type=int, default=20)
+    simulate.add_argument("--reindex", type=int, default=50)
+    simulate.add_argument("--creates", type=int, default=100)
+    simulate.add_argument("--new-column", default=None)
+    simulate.set_defaults(func=_crm_simulate)
+
+    from crm_genesys.emulator.cli import add_parser as add_emulator_parser
+
+    add_emulator_parser(sub)
+
+    check = sub.add_parser(
+        "check", help="check credentials, region and permissions on real Genesys"
+    )
+    check.set_defaults(func=_check)
+
+    schema = sub.add_parser("schema", help="the Genesys contact schema (custom fields)")
+    schema_sub = schema.add_subparsers(dest="schema_command", required=True)
+    push = schema_sub.add_parser(
+        "push", help="create or update the contact schema from the mapping"
+    )
+    push.add_argument("--mapping", default="")
+    push.set_defaults(func=_schema_push)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

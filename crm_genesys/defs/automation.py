@@ -1,0 +1,62 @@
+"""The job, its schedule, and the sensor that re-runs failed windows."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import dagster as dg
+
+from crm_genesys.defs.assets import contact_changes, crm_contacts, genesys_sync, normalized_contacts
+from crm_genesys.defs.partitions import sync_windows
+
+sync_job = dg.define_asset_job(
+    "sync_job",
+    selection=[crm_contacts, normalized_contacts, contact_changes, genesys_sync],
+    partitions_def=sync_windows,
+    description="Sync one CRM window into Genesys Cloud External Contacts.",
+)
+
+# Each window is synced a few minutes after it closes, when late commits have landed.
+sync_schedule = dg.build_schedule_from_partitioned_job(
+    sync_job,
+    name="sync_schedule",
+    minute_of_hour=5,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+MAX_ATTEMPTS = int(os.environ.get("CRM_GENESYS_MAX_WINDOW_ATTEMPTS", "5"))
+LOOKBACK_WINDOWS = int(os.environ.get("CRM_GENESYS_RETRY_LOOKBACK_WINDOWS", "48"))
+
+
+def failed_windows(instance: dg.DagsterInstance, keys: list[str]) -> list[str]:
+    """The windows among `keys` whose last `genesys_sync` attempt failed."""
+    status = instance.get_status_by_partition(genesys_sync.key, keys, sync_windows) or {}
+    return [key for key in keys if status.get(key) == dg.AssetPartitionStatus.FAILED]
+
+
+def attempts(instance: dg.DagsterInstance, key: str) -> int:
+    runs = instance.get_run_records(
+        dg.RunsFilter(job_name=sync_job.name, tags={"dagster/partition": key}),
+        limit=MAX_ATTEMPTS + 1,
+    )
+    return len(runs)
+
+
+@dg.sensor(
+    job=sync_job,
+    minimum_interval_seconds=int(timedelta(minutes=10).total_seconds()),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def retry_failed_windows(context: dg.SensorEvaluationContext):
+    """Re-runs recent windows whose sync failed, at most CRM_GENESYS_MAX_WINDOW_ATTEMPTS times each.
+
+    A re-run sends only what is still missing: the sync state holds what earlier attempts did.
+    """
+    keys = sync_windows.get_partition_keys()[-LOOKBACK_WINDOWS:]
+    for key in failed_windows(context.instance, keys):
+        tried = attempts(context.instance, key)
+        if tried >= MAX_ATTEMPTS:
+            context.log.warning(f"window {key} failed {tried} times; leaving it for a person")
+            continue
+        yield dg.RunRequest(partition_key=key, run_key=f"retry:{key}:{tried}")

@@ -1,0 +1,112 @@
+"""Asset checks: their specs on the partitioned assets and the results a reviewer reads in the UI.
+
+Checks are declared as `check_specs` on the assets (a separate partitioned `@asset_check` would load
+every partition). The facts come from `crm_genesys.contacts.quality`; this module only turns them
+into Dagster results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from crm_genesys.contacts import quality
+from crm_genesys.contacts.mapping import Mapping
+from crm_genesys.contacts.normalize import NormalizationResult
+from crm_genesys.runtime import WindowSummary
+
+NORMALIZED = dg.AssetKey("normalized_contacts")
+SYNC = dg.AssetKey("genesys_sync")
+
+NORMALIZED_CHECK_SPECS = [
+    dg.AssetCheckSpec(
+        "e164_coverage",
+        asset=NORMALIZED,
+        description="Share of contacts whose phones are valid E.164 (screen pops match on them).",
+    ),
+    dg.AssetCheckSpec(
+        "quarantine_rate",
+        asset=NORMALIZED,
+        blocking=True,
+        description="Quarantined share of rows under the threshold; above it nothing is sent.",
+    ),
+    dg.AssetCheckSpec(
+        "schema_drift",
+        asset=NORMALIZED,
+        description="CRM columns that no mapping names (dropped, never sent).",
+    ),
+    dg.AssetCheckSpec(
+        "identifier_collisions",
+        asset=NORMALIZED,
+        description="Business keys sharing a phone or e-mail: a screen pop cannot tell them apart.",
+    ),
+    dg.AssetCheckSpec(
+        "denied_columns",
+        asset=NORMALIZED,
+        description="Denied (PII) columns present in the CRM extract; they never leave.",
+    ),
+]
+
+SYNC_CHECK_SPECS = [
+    dg.AssetCheckSpec(
+        "dead_letters",
+        asset=SYNC,
+        description="Changes Genesys rejected permanently; each has its reason in the state store.",
+    ),
+]
+
+
+def _result(asset: dg.AssetKey, fact: Any) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset,
+        check_name=fact.name,
+        passed=bool(fact.passed),
+        severity=dg.AssetCheckSeverity.ERROR
+        if fact.severity == "error"
+        else dg.AssetCheckSeverity.WARN,
+        metadata=dict(fact.metadata),
+        description=fact.description,
+    )
+
+
+def normalization_metadata(result: NormalizationResult) -> dict[str, Any]:
+    reasons = (
+        result.quarantine["reason"].value_counts().head(20).to_dict()
+        if len(result.quarantine)
+        else {}
+    )
+    return {
+        "contacts": len(result.contacts),
+        "tombstones": int(result.contacts["is_deleted"].sum()) if len(result.contacts) else 0,
+        "quarantined": len(result.quarantine),
+        "superseded": result.superseded,
+        "quarantine_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
+    }
+
+
+def normalized_check_results(
+    result: NormalizationResult, raw: pd.DataFrame, mapping: Mapping
+) -> Iterator[dg.AssetCheckResult]:
+    for fact in quality.evaluate(result, raw.columns, mapping):
+        yield _result(NORMALIZED, fact)
+
+
+def summary_metadata(summary: WindowSummary) -> dict[str, Any]:
+    metadata: dict[str, Any] = dict(summary.counts())
+    metadata["accounted"] = summary.accounted
+    metadata.update({f"sink/{k}": v for k, v in summary.sink.items()})
+    return metadata
+
+
+def sync_check_results(summary: WindowSummary) -> Iterator[dg.AssetCheckResult]:
+    yield dg.AssetCheckResult(
+        asset_key=SYNC,
+        check_name="dead_letters",
+        passed=summary.dead_lettered == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"dead_lettered": summary.dead_lettered},
+        description="Rejected changes are listed in the state store's dead_letters table.",
+    )
