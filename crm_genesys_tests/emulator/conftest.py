@@ -1,0 +1,131 @@
+"""Shared helpers: an in-process emulator with a manual clock, a client bound to it, and an
+emulator server in a subprocess on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from crm_genesys.emulator import EmulatorApp, EmulatorConfig, ManualClock, create_app
+
+T = TypeVar("T")
+API = "/api/v2/externalcontacts"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@dataclass
+class Org:
+    """An in-process emulator, its clock, and an authenticated async client factory."""
+
+    app: EmulatorApp
+    clock: ManualClock
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://emulator"
+        )
+
+
+def make_org(**config: Any) -> Org:
+    clock = config.pop("clock", None) or ManualClock()
+    return Org(create_app(EmulatorConfig(clock=clock, **config)), clock)
+
+
+async def token(
+    client: httpx.AsyncClient, cid: str = "demo-client", secret: str = "demo-secret"
+) -> dict[str, str]:
+    """Authorization header of a fresh token."""
+    response = await client.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, auth=(cid, secret)
+    )
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+async def new_source(client: httpx.AsyncClient, headers: dict[str, str], name: str = "crm") -> str:
+    response = await client.post(
+        f"{API}/externalsources", json={"name": name, "active": True}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
+def contact(source_id: str, key: str, **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "firstName": f"First {key}",
+        "lastName": "Last",
+        "externalIds": [{"externalSource": {"id": source_id}, "value": key}],
+    }
+    body.update(fields)
+    return body
+
+
+Session = Callable[[httpx.AsyncClient, dict[str, str], str], Awaitable[None]]
+
+
+@pytest.fixture
+def org() -> Org:
+    return make_org()
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+
+
+def start_server(*args: str, env: dict[str, str] | None = None) -> Server:
+    """`python -m crm_genesys.emulator serve --port 0 ...`, waiting for its ready line."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crm_genesys.emulator", "serve", "--port", "0", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("emulator listening on "):
+        process.kill()
+        _, err = process.communicate(timeout=5)
+        raise AssertionError(f"emulator did not start: {line!r} {err}")
+    return Server(line.split()[-1], process)
+
+
+def stop_server(server: Server) -> int:
+    server.process.terminate()
+    try:
+        return server.process.wait(timeout=10)
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    started = start_server("--data", str(tmp_path))
+    yield started
+    stop_server(started)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
