@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import sys
+import threading
+from types import FrameType
 
 import uvicorn
 
@@ -49,5 +52,14 @@ def serve(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 8900) -> 
             announcer.cancel()
             app.state.emulator.store.close()
 
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to the
+        # handler that was installed before it: make that handler a clean exit (status 0).
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _exit_cleanly)
     asyncio.run(main())
     sys.stdout.flush()
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
