@@ -12,7 +12,8 @@ never reads a raw column whose name is denied even if a mapping object somehow n
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping as AbcMapping
+from collections.abc import Iterator
+from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -91,7 +92,8 @@ BUILTIN_DENIED_PATTERNS: tuple[str, ...] = (
     r"(?i)(^|[_ \-])(ssn|sin|nin|nino|tin|itin)($|[_ \-])",
     r"(?i)passport",
     r"(?i)birth|(^|[_ \-])dob($|[_ \-])",
-    r"(?i)card[_ \-]?(number|no|num)|credit[_ \-]?card|debit[_ \-]?card|(^|[_ \-])(pan|cvv|cvc)($|[_ \-])",
+    r"(?i)card[_ \-]?(number|no|num)|(credit|debit)[_ \-]?card",
+    r"(?i)(^|[_ \-])(pan|cvv|cvc)($|[_ \-])",
     r"(?i)(^|[_ \-])iban($|[_ \-])",
 )
 
@@ -174,7 +176,9 @@ class CustomFieldSpec(_Strict):
         if self.max_length is not None and (limit is None or self.type == "dropdown"):
             problems.append(f"`max_length` does not apply to {self.type}")
         elif self.max_length is not None and limit is not None and self.max_length > limit:
-            problems.append(f"`max_length` {self.max_length} exceeds Genesys' {limit} for {self.type}")
+            problems.append(
+                f"`max_length` {self.max_length} exceeds Genesys' {limit} for {self.type}"
+            )
         if self.max_items is not None and self.type != "tag":
             problems.append("`max_items` only applies to tag")
         if (self.minimum is not None or self.maximum is not None) and self.type not in (
@@ -243,7 +247,9 @@ class DeniedSpec(_Strict):
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"denied pattern {pattern!r} is not a regular expression: {exc}")
+                raise ValueError(
+                    f"denied pattern {pattern!r} is not a regular expression: {exc}"
+                ) from None
         return value
 
 
