@@ -295,14 +295,14 @@ class SyncStateStore:
         with self.engine.connect() as conn:
             if keys is None:
                 result = conn.execute(sa.select(*cols))
-                records.extend(result.tuples())
+                records.extend(tuple(row) for row in result)
             else:
                 unique = sorted(set(keys))
                 stmt = sa.select(*cols).where(
                     contact_state.c.business_key.in_(sa.bindparam("keys", expanding=True))
                 )
                 for chunk in _chunks(unique, IN_CHUNK):
-                    records.extend(conn.execute(stmt, {"keys": list(chunk)}).tuples())
+                    records.extend(tuple(row) for row in conn.execute(stmt, {"keys": list(chunk)}))
         frame = pd.DataFrame.from_records(records, columns=SNAPSHOT_COLUMNS)
         return frame.astype(
             {
@@ -314,10 +314,15 @@ class SyncStateStore:
             }
         )
 
-    def pending_intents(self, keys: Iterable[str] | None = None) -> list[PendingIntent]:
-        """Unresolved create intents, oldest first; only those of `keys` when given."""
+    def pending_intents(
+        self, keys: Iterable[str] | None = None, *, window: str | None = None
+    ) -> list[PendingIntent]:
+        """Unresolved create intents, oldest first; only those of `keys` and/or of `window`
+        when given (both given: both conditions hold)."""
         cols = [create_intents.c[name] for name in INTENT_COLUMNS]
         base = sa.select(*cols).where(create_intents.c.status == "pending")
+        if window is not None:
+            base = base.where(create_intents.c["window"] == window)
         rows: list[Any] = []
         with self.engine.connect() as conn:
             if keys is None:
@@ -350,7 +355,7 @@ class SyncStateStore:
         if window is not None:
             stmt = stmt.where(dead_letters.c.window == window)
         with self.engine.connect() as conn:
-            records = list(conn.execute(stmt).tuples())
+            records = [tuple(row) for row in conn.execute(stmt)]
         return pd.DataFrame.from_records(records, columns=DEAD_LETTER_COLUMNS)
 
     def get_meta(self, key: str) -> str | None:
