@@ -116,7 +116,8 @@ def window_floor(moment: datetime, window: timedelta) -> datetime:
     return _EPOCH + (since // window) * window
 
 
-def _micros(moment: datetime) -> int:
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch (naive = UTC)."""
     return (as_utc(moment) - _EPOCH) // timedelta(microseconds=1)
 
 
@@ -551,7 +552,7 @@ def generate_demo_crm(
     meta = DemoMeta(seed=seed, rows=rows, now=as_utc(now), windows=windows, window=window)
     rng = np.random.default_rng(seed)
     window_us = window // timedelta(microseconds=1)
-    first_us = _micros(meta.first_window_start)
+    first_us = to_micros(meta.first_window_start)
 
     n_dup = int(rows * _DUP_SHARE)
     n_tomb = int(rows * _TOMB_LATER_SHARE) if windows > 1 else 0
