@@ -185,7 +185,7 @@ def test_every_request_level_fault_alone(org: Org) -> None:
         client = org.client()
         h = await token(client)
         for kind in REQUEST_FAULTS:
-            org.app.emulator.set_faults(FaultConfig(**{f"p_{kind}": 1.0}))
+            org.app.emulator.set_faults(FaultConfig.from_dict({f"p_{kind}": 1.0}))
             if kind.startswith("drop"):
                 with pytest.raises(httpx.RemoteProtocolError):
                     await client.get(f"{API}/externalsources", headers=h)
