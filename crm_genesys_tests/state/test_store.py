@@ -1,0 +1,229 @@
+"""The sync-state store: monotonic writes, snapshot, intents, dead letters, meta, counts."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from crm_genesys.state.store import (
+    IN_CHUNK,
+    SNAPSHOT_COLUMNS,
+    DeadLetter,
+    DeleteWrite,
+    IntentWrite,
+    StateWrite,
+    SyncStateStore,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SyncStateStore:
+    s = SyncStateStore(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    s.create_all()
+    return s
+
+
+def test_create_all_is_idempotent_and_sqlite_uses_wal(store: SyncStateStore) -> None:
+    store.create_all()
+    store.create_all()
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    assert store.counts() == {
+        "contacts_live": 0,
+        "contacts_deleted": 0,
+        "intents_pending": 0,
+        "dead_letters": 0,
+    }
+
+
+def test_repr_hides_password() -> None:
+    s = SyncStateStore("postgresql+psycopg://user:hunter2@db.example/state")
+    assert "hunter2" not in repr(s)
+
+
+def test_snapshot_columns_types_and_key_filter(store: SyncStateStore) -> None:
+    empty = store.snapshot()
+    assert list(empty.columns) == SNAPSHOT_COLUMNS and len(empty) == 0
+    store.record_created([StateWrite(f"K{i}", f"c{i}", f"h{i}", i) for i in range(10)], window="w")
+    store.record_deleted([DeleteWrite("K3", 100)])
+    snap = store.snapshot(["K1", "K3", "missing", "K1"]).set_index("business_key")
+    assert sorted(snap.index) == ["K1", "K3"]
+    assert snap.loc["K1"].tolist() == ["c1", "h1", 1, False]
+    assert snap.loc["K3"].tolist() == [None, "", 100, True]
+    full = store.snapshot()
+    assert len(full) == 10
+    assert str(full.crm_version.dtype) == "int64" and str(full.deleted.dtype) == "bool"
+
+
+def test_snapshot_chunks_large_key_lists(store: SyncStateStore) -> None:
+    n = IN_CHUNK * 2 + 7
+    store.record_created([StateWrite(f"K{i:06d}", f"c{i}", "h", i) for i in range(n)])
+    keys = [f"K{i:06d}" for i in range(0, n, 1)] + ["nope"]
+    assert len(store.snapshot(keys)) == n
+
+
+# Writes are (kind, key, version, contact id); the final row of a key must be the last write
+# among those with the key's maximum version, whatever the order and batching.
+write = st.tuples(
+    st.sampled_from(["live", "deleted", "bump"]),
+    st.sampled_from(["A", "B", "C"]),
+    st.integers(0, 6),
+    st.sampled_from(["c1", "c2", "c3"]),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(writes=st.lists(write, max_size=25), batch=st.integers(1, 5))
+def test_property_any_interleaving_leaves_the_max_version(
+    tmp_path_factory: pytest.TempPathFactory, writes: list, batch: int
+) -> None:
+    store = SyncStateStore(f"sqlite:///{tmp_path_factory.mktemp('m') / 's.sqlite'}")
+    store.create_all()
+    expected: dict[str, tuple[int, bool, str | None]] = {}
+    for start in range(0, len(writes), batch):
+        with store.batch("w") as tx:
+            for kind, key, version, cid in writes[start : start + batch]:
+                current = expected.get(key)
+                if kind == "bump":
+                    tx.bump_versions(
+                        pd.DataFrame({"business_key": [key], "crm_version": [version]})
+                    )
+                    if current is not None and current[0] < version:
+                        expected[key] = (version, current[1], current[2])
+                    continue
+                if kind == "live":
+                    tx.record_updated([StateWrite(key, cid, f"h{version}", version)])
+                    row = (version, False, cid)
+                else:
+                    tx.record_deleted([DeleteWrite(key, version)])
+                    row = (version, True, None)
+                if current is None or current[0] <= version:
+                    expected[key] = row
+    snap = store.snapshot().set_index("business_key")
+    got = {k: (int(r.crm_version), bool(r.deleted), r.contact_id) for k, r in snap.iterrows()}
+    assert got == expected
+    max_version = {}
+    for kind, key, version, _ in writes:
+        if kind != "bump" or key in max_version:
+            max_version[key] = max(max_version.get(key, -1), version)
+    assert {k: v[0] for k, v in got.items()} == {k: v for k, v in max_version.items() if k in got}
+
+
+def test_one_batch_with_several_writes_of_a_key_keeps_the_newest(store: SyncStateStore) -> None:
+    store.record_created(
+        [
+            StateWrite("A", "c5", "h5", 5),
+            StateWrite("A", "c9", "h9", 9),
+            StateWrite("A", "c7", "h", 7),
+        ]
+    )
+    assert store.snapshot().contact_id.tolist() == ["c9"]
+
+
+def test_concurrent_writers_leave_the_max_version(tmp_path: Path) -> None:
+    """Two connections (threads) racing on the same keys: the SQL guard keeps the newest."""
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    SyncStateStore(url).create_all()
+    keys = [f"K{i}" for i in range(50)]
+    errors: list[BaseException] = []
+
+    def writer(versions: range, tag: str) -> None:
+        s = SyncStateStore(url)
+        try:
+            for v in versions:
+                s.record_updated([StateWrite(k, f"{tag}{v}", f"h{v}", v) for k in keys])
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            s.dispose()
+
+    threads = [
+        threading.Thread(target=writer, args=(range(0, 40, 2), "even")),
+        threading.Thread(target=writer, args=(range(39, 0, -2), "odd")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    snap = SyncStateStore(url).snapshot()
+    assert set(snap.crm_version) == {39} and set(snap.contact_id) == {"odd39"}
+
+
+def test_bump_versions_raises_only_and_ignores_unknown_keys(store: SyncStateStore) -> None:
+    store.record_created([StateWrite("A", "c", "h", 5), StateWrite("B", "c", "h", 5)])
+    store.bump_versions(
+        pd.DataFrame({"business_key": ["A", "B", "B", "Z"], "crm_version": [9, 3, 4, 7]})
+    )
+    snap = store.snapshot().set_index("business_key")
+    assert snap.crm_version.to_dict() == {"A": 9, "B": 5}
+    assert snap.loc["A", "content_hash"] == "h"
+    store.bump_versions(pd.DataFrame({"business_key": [], "crm_version": []}))
+
+
+def test_intents_lifecycle(store: SyncStateStore) -> None:
+    store.add_intents(
+        [IntentWrite("A", 1, "ha"), IntentWrite("B", 1, "hb")], run_id="r1", window="w1"
+    )
+    store.add_intents([IntentWrite("A", 2, "ha2")], run_id="r2", window="w2")
+    assert [(i.business_key, i.run_id) for i in store.pending_intents()] == [
+        ("A", "r1"),
+        ("B", "r1"),
+        ("A", "r2"),
+    ]
+    assert [i.business_key for i in store.pending_intents(["B"])] == ["B"]
+    assert [i.run_id for i in store.pending_intents(window="w2")] == ["r2"]
+    assert [i.run_id for i in store.pending_intents(["A"], window="w1")] == ["r1"]
+    # re-arming the same run's intent does not duplicate it
+    store.add_intents([IntentWrite("B", 3, "hb3")], run_id="r1", window="w1")
+    b = store.pending_intents(["B"])
+    assert len(b) == 1 and (b[0].crm_version, b[0].content_hash) == (3, "hb3")
+    store.resolve_intents(["A"], run_id="r1", contact_ids={"A": "cA"})
+    # oldest first: B was re-armed after A's r2 intent
+    assert [(i.business_key, i.run_id) for i in store.pending_intents()] == [
+        ("A", "r2"),
+        ("B", "r1"),
+    ]
+    store.resolve_intents(["A", "B"])  # any run
+    assert store.pending_intents() == []
+    assert store.counts()["intents_pending"] == 0
+
+
+def test_dead_letters_are_idempotent_per_key_version_op(store: SyncStateStore) -> None:
+    letter = DeadLetter("A", "crm-1", 5, "create", 400, "invalid.value", "bad email")
+    store.dead_letter([letter], window="w1")
+    store.dead_letter([letter], window="w1")
+    store.dead_letter(
+        [DeadLetter("A", "crm-1", 5, "create", 400, "invalid.value", "bad phone")], window="w1"
+    )
+    store.dead_letter([DeadLetter("B", None, 1, "update", 422, None, None)], window="w2")
+    all_letters = store.dead_letters()
+    assert len(all_letters) == 2
+    w1 = store.dead_letters("w1")
+    assert w1[
+        ["business_key", "crm_id", "crm_version", "op", "status", "code", "reason"]
+    ].values.tolist() == [["A", "crm-1", 5, "create", 400, "invalid.value", "bad phone"]]
+    assert store.counts()["dead_letters"] == 2
+
+
+def test_meta_get_set(store: SyncStateStore) -> None:
+    assert store.get_meta("external_source:crm") is None
+    store.set_meta("external_source:crm", "id-1")
+    store.set_meta("external_source:crm", "id-2")
+    assert store.get_meta("external_source:crm") == "id-2"
+
+
+def test_batch_is_one_transaction(store: SyncStateStore) -> None:
+    with pytest.raises(RuntimeError), store.batch("w") as tx:
+        tx.record_created([StateWrite("A", "c", "h", 1)])
+        tx.add_intents([IntentWrite("A", 1, "h")], run_id="r")
+        raise RuntimeError("crash inside the batch")
+    assert len(store.snapshot()) == 0 and store.pending_intents() == []
