@@ -1,0 +1,255 @@
+"""Text as Genesys can store it: any CRM value to clean Unicode text, e-mails, HTML, limits.
+
+Every function takes and returns pandas objects aligned on the input index, never raises on any
+value (bytes, numbers, NaN, lone surrogates, huge strings) and does the costly work only on the
+values that need it: plain printable ASCII takes a vectorised fast path.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+import unicodedata
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import infer_dtype
+
+# Control characters (C0, DEL, C1), zero-width/bidi formatting, BOM and lone surrogates: none of
+# them belongs in a name or a field an agent reads, and a lone surrogate cannot even be encoded.
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\ud800-\udfff]"
+)
+_CONTROL_ALL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\ud800-\udfff]"
+)
+_LINE_BREAKS = re.compile("[\t\n\r\x0b\x0c\x85\u2028\u2029]")
+_SPACES = re.compile(r"[^\S\n]+")
+_ALL_LINE_BREAKS = re.compile("[\t\n\r\x0b\x0c\x85\u2028\u2029]")
+_SPACES = re.compile(r"\s+")
+_BLANK_LINES = re.compile(r"\n\s*\n\s*(\n\s*)+")
+_NEEDS_WORK = re.compile(r"[^\x20-\x7e]|  ")
+_JSON_ESCAPE = re.compile(r'["\\\x00-\x1f]')
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+def to_text(value: Any) -> str | None:
+    """Any scalar as text, or None for nothing (None, NaN, NaT, empty containers)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        if not math.isfinite(f):
+            return None
+        # REAL columns holding identifiers or phones: 18005550199.0 means the digits.
+        return str(int(f)) if f.is_integer() and abs(f) < 1e17 else repr(f)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if value is pd.NaT:
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    try:
+        return str(value)
+    except Exception:  # a hostile __str__ must not stop the batch
+        return None
+
+
+def as_text(values: pd.Series) -> pd.Series:
+    """A column as object text (str or None), whatever it held."""
+    if values.dtype == object and infer_dtype(values, skipna=True) in ("string", "empty"):
+        return values.where(values.notna(), None)
+    return pd.Series(
+        [to_text(v) for v in values.to_numpy(dtype=object)], index=values.index, dtype=object
+    )
+
+
+def _clean_one(value: str, keep_newlines: bool) -> str | None:
+    v = unicodedata.normalize("NFC", value)
+    if keep_newlines:
+        v = v.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
+        v = _CONTROL.sub("", v)
+        v = _SPACES.sub(" ", v)
+        v = "\n".join(line.strip() for line in v.split("\n"))
+        v = _BLANK_LINES.sub("\n\n", v).strip()
+    else:
+        v = _LINE_BREAKS.sub(" ", v)
+        v = _CONTROL_ALL.sub("", v)
+        v = _ALL_SPACES.sub(" ", v).strip()
+    return v or None
+
+
+def clean_text(values: pd.Series, *, keep_newlines: bool = False) -> pd.Series:
+    """NFC, control and invisible formatting characters removed, whitespace runs collapsed,
+    trimmed; blank becomes None. `keep_newlines` keeps line structure (for textarea fields)."""
+    text = as_text(values)
+    present = text.notna().to_numpy()
+    if not present.any():
+        return text
+    sub = text[present]
+    needs = sub.str.contains(_NEEDS_WORK, regex=True).to_numpy(dtype=bool)
+    out = sub.str.strip()
+    if needs.any():
+        fixed = [_clean_one(v, keep_newlines) for v in sub[needs].to_numpy(dtype=object)]
+        out[needs] = fixed
+    out = out.where(out.str.len() > 0, None)
+    result = text.copy()
+    result[present] = out
+    return result
+
+
+_HTML_BLOCKS = re.compile(
+    r"(?is)<(script|style|head|template)\b.*?</\1\s*>|<!--.*?-->|<!\[CDATA\[.*?\]\]>"
+)
+_HTML_BREAKS = re.compile(r"(?i)<\s*(br|/p|/div|/li|/h[1-6]|/tr|p|div|li|tr)\b[^>]*>")
+_HTML_TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")
+_HTML_HINT = re.compile(r"[<&]")
+
+
+def _strip_html_one(value: str) -> str:
+    v = _HTML_BLOCKS.sub(" ", value)
+    v = _HTML_BREAKS.sub("\n", v)
+    v = _HTML_TAG.sub("", v)
+    return html.unescape(v)
+
+
+def strip_html(values: pd.Series) -> pd.Series:
+    """Markup removed (scripts/styles/comments dropped, block ends become line breaks, entities
+    decoded). Values without `<` or `&` are returned untouched. Clean the result afterwards."""
+    present = values.notna().to_numpy()
+    if not present.any():
+        return values
+    sub = values[present]
+    hint = sub.str.contains(_HTML_HINT, regex=True).to_numpy(dtype=bool)
+    if not hint.any():
+        return values
+    out = values.copy()
+    idx = sub.index[hint]
+    out.loc[idx] = [_strip_html_one(v) for v in sub[hint].to_numpy(dtype=object)]
+    return out
+
+
+def utf16_length(values: pd.Series) -> pd.Series:
+    """Length as Genesys (Java) counts it: UTF-16 code units, astral characters count two."""
+    lens = values.str.len()
+    maybe = (lens > 0) & values.str.contains(r"[^\x00-\uffff]", regex=True).fillna(False)
+    if maybe.any():
+        lens = lens.copy()
+        lens[maybe] = lens[maybe] + values[maybe].str.count(_ASTRAL.pattern)
+    return lens
+
+
+def truncate_one(value: str, limit: int) -> str:
+    """`value` cut to at most `limit` UTF-16 units, never splitting a surrogate pair."""
+    units = 0
+    for i, ch in enumerate(value):
+        units += 2 if ord(ch) > 0xFFFF else 1
+        if units > limit:
+            return value[:i].rstrip()
+    return value
+
+
+def over_limit(values: pd.Series, limit: int) -> np.ndarray:
+    """Boolean mask of non-null values longer than `limit` UTF-16 units."""
+    lens = values.str.len()
+    cand = (lens > limit // 2).fillna(False).to_numpy(dtype=bool)
+    mask = np.zeros(len(values), dtype=bool)
+    if cand.any():
+        mask[cand] = (utf16_length(values[cand]) > limit).to_numpy(dtype=bool)
+    return mask
+
+
+def json_string(values: pd.Series) -> pd.Series:
+    """Each non-null str as its JSON literal, exactly as `json.dumps(v, ensure_ascii=False)`."""
+    present = values.notna().to_numpy()
+    out = pd.Series(np.full(len(values), None, dtype=object), index=values.index)
+    if not present.any():
+        return out
+    sub = values[present]
+    esc = sub.str.contains(_JSON_ESCAPE, regex=True).to_numpy(dtype=bool)
+    quoted = ('"' + sub + '"').to_numpy(dtype=object)
+    if esc.any():
+        quoted[esc] = [json.dumps(v, ensure_ascii=False) for v in sub[esc].to_numpy(dtype=object)]
+    out[present] = quoted
+    return out
+
+
+# -- e-mail -------------------------------------------------------------------------------------
+
+EMAIL_INVALID = "invalid_email"
+EMAIL_TOO_LONG = "email_too_long"
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_EMAIL_RE = re.compile(
+    rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)@"
+    r"(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59}))"
+)
+# Already canonical (lower-case domain, nothing to trim): accepted without per-value Python.
+_EMAIL_CANONICAL = re.compile(
+    rf"(?=[^@]{{1,64}}@)(?:{_ATOM}(?:\.{_ATOM})*)@(?=[^@]{{1,253}}\Z)"
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})"
+)
+_MAILTO = re.compile(r"(?i)^\s*mailto:")
+_ANGLE = re.compile(r"<([^<>]*)>\s*$")
+
+
+def _email_one(value: str, limit: int) -> tuple[str | None, str | None]:
+    v = _MAILTO.sub("", value.strip())
+    m = _ANGLE.search(v)
+    if m:
+        v = _MAILTO.sub("", m.group(1))
+    v = v.strip().rstrip(".")
+    if "@" in v:
+        local, _, domain = v.rpartition("@")
+        domain = domain.strip().rstrip(".")
+        if domain and not domain.isascii():
+            try:
+                domain = domain.encode("idna").decode("ascii")
+            except (UnicodeError, ValueError):
+                return None, EMAIL_INVALID
+        v = f"{local.strip()}@{domain.lower()}"
+    m2 = _EMAIL_RE.fullmatch(v)
+    if m2 is None or len(m2.group("local")) > 64 or len(m2.group("domain")) > 253:
+        return None, EMAIL_INVALID
+    if len(v) > limit:
+        return None, EMAIL_TOO_LONG
+    return v, None
+
+
+def normalize_emails(values: pd.Series, limit: int = 256) -> pd.DataFrame:
+    """E-mails trimmed, `mailto:` and `Name <addr>` unwrapped, domain lower-cased (IDN domains
+    punycoded), validated (ASCII local part), at most `limit` characters. Returns `email` and
+    `reason` (None when valid or blank)."""
+    text = as_text(values)
+    n = len(text)
+    email = np.full(n, None, dtype=object)
+    reason = np.full(n, None, dtype=object)
+    present = text.notna().to_numpy() & (text.str.strip().str.len() > 0).fillna(False).to_numpy()
+    if present.any():
+        sub = text[present]
+        fast = sub.str.fullmatch(_EMAIL_CANONICAL).to_numpy(dtype=bool) & (
+            sub.str.len() <= limit
+        ).to_numpy(dtype=bool)
+        pos = np.flatnonzero(present)
+        email[pos[fast]] = sub.to_numpy(dtype=object)[fast]
+        rest = ~fast
+        if rest.any():
+            codes, uniques = pd.factorize(sub[rest])
+            res = [_email_one(u, limit) for u in uniques]
+            ue = np.array([r[0] for r in res], dtype=object)
+            ur = np.array([r[1] for r in res], dtype=object)
+            email[pos[rest]] = ue[codes]
+            reason[pos[rest]] = ur[codes]
+    return pd.DataFrame({"email": email, "reason": reason}, index=values.index)
