@@ -564,6 +564,15 @@ def _is_valid(text: str, region: str) -> bool:
         return False
 
 
+def _near_miss(e164: str, region: str) -> str:
+    """`e164` with digits dropped or added until `phonenumbers` calls it invalid (some
+    countries, e.g. DE, accept several lengths)."""
+    for candidate in (e164[:-1], e164[:-2], e164 + "9", e164 + "99", e164 + "999", e164[:-4]):
+        if not _is_valid(candidate, region):
+            return candidate
+    raise AssertionError(f"no invalid near-miss for {e164}")
+
+
 @cache
 def phone_pool() -> PhonePool:
     rng = np.random.default_rng(20240601)  # fixed: pools never depend on the caller's seed
@@ -604,6 +613,5 @@ def phone_pool() -> PhonePool:
                     valid[c, t, i, f] = text if _is_valid(text, region) else cells[0]
                 e164[c, t, i] = cells[0]
                 intl[c, t, i] = cells[1]
-                short = cells[0][:-1]
-                invalid[c, t, i] = short if not _is_valid(short, region) else cells[0] + "99"
+                invalid[c, t, i] = _near_miss(cells[0], region)
     return PhonePool(valid, e164, intl, invalid, idd)

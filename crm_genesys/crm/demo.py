@@ -243,11 +243,16 @@ def _apply(values: np.ndarray, mask: np.ndarray, fn: Callable[[str], str]) -> No
     )
 
 
-def _pad(rng: np.random.Generator, values: np.ndarray, mask: np.ndarray) -> None:
-    """Surround masked values with whitespace / control / format characters."""
+def _pad(
+    rng: np.random.Generator,
+    values: np.ndarray,
+    mask: np.ndarray,
+    padding: Sequence[str] = pools.PADDING,
+) -> None:
+    """Surround masked values with `padding` strings (whitespace, control, format characters)."""
     idx = np.flatnonzero(mask)
-    before = _pick(rng, pools.PADDING, len(idx))
-    after = _pick(rng, pools.PADDING, len(idx))
+    before = _pick(rng, padding, len(idx))
+    after = _pick(rng, padding, len(idx))
     side = rng.integers(0, 3, len(idx))  # 0 before, 1 after, 2 both
     for k, i in enumerate(idx):
         if values[i] is not None:
@@ -565,7 +570,7 @@ def generate_demo_crm(
     blank_key = key_kind < 0.003
     key[blank_key] = _pick(rng, [None, "", "   "], int(blank_key.sum()))
     padded = (key_kind >= 0.003) & (key_kind < 0.008)
-    _pad(rng, key, padded)
+    _pad(rng, key, padded, [" ", "  ", "\t"])  # keys: plain whitespace only
     win = rng.integers(0, windows, n_primary)
     stamp = first_us + win * window_us + rng.integers(0, window_us, n_primary)
     deleted = (rng.random(n_primary) < 0.005).astype(np.int64)
