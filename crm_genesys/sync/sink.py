@@ -29,7 +29,13 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import pandas as pd
 
-from crm_genesys.genesys.errors import AuthError, ConfigurationError, GenesysError, RetryableError
+from crm_genesys.genesys.errors import (
+    AuthError,
+    ConfigurationError,
+    GenesysError,
+    PermissionDeniedError,
+    RetryableError,
+)
 from crm_genesys.genesys.types import BulkItemResult, Contact, ContactsApi
 from crm_genesys.state.store import (
     DeadLetter,
@@ -46,7 +52,11 @@ log = logging.getLogger(__name__)
 Op = Literal["create", "update", "delete"]
 CHANGE_COLUMNS = ("business_key", "op", "contact_id", "crm_id", "crm_version", "content_hash")
 # Failures of a whole request that no retry will cure within this run: stop at once.
-FATAL_ERRORS: tuple[type[BaseException], ...] = (AuthError, ConfigurationError)
+FATAL_ERRORS: tuple[type[BaseException], ...] = (
+    AuthError,
+    ConfigurationError,
+    PermissionDeniedError,
+)
 MAX_ROUND_DELAY = 30.0
 _T = TypeVar("_T")
 
@@ -113,8 +123,8 @@ class SyncReport:
         data["duration_s"] = round(self.duration_s, 3)
         for reason, count in self.failure_reasons.items():
             data[f"failure:{reason}"] = count
-        for name, value in self.client.items():
-            data[f"client_{name}"] = value
+        # The client's keys are already namespaced (`genesys_*`).
+        data.update(self.client)
         return data
 
 
@@ -579,14 +589,17 @@ async def apply_changes(
 
 
 def client_metrics(api: object) -> dict[str, float | int]:
-    """The client's counters if it exposes any (`metrics` as a mapping, a dataclass or a method
-    returning either); an empty dict otherwise."""
+    """The client's counters if it exposes any (`metrics` with `as_metadata()` like
+    `genesys.metrics.ClientMetrics`, a mapping or a dataclass, or a method returning one);
+    an empty dict otherwise."""
     metrics: Any = getattr(api, "metrics", None)
     if callable(metrics):
         metrics = metrics()
     if metrics is None:
         return {}
-    if hasattr(metrics, "as_dict"):
+    if hasattr(metrics, "as_metadata"):
+        metrics = metrics.as_metadata()
+    elif hasattr(metrics, "as_dict"):
         metrics = metrics.as_dict()
     elif hasattr(metrics, "__dataclass_fields__"):
         metrics = asdict(metrics)

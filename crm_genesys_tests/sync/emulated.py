@@ -1,0 +1,114 @@
+"""The real client against the real emulator, in-process (httpx.ASGITransport) or over HTTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from crm_genesys.emulator import EmulatorConfig, create_app
+from crm_genesys.genesys.client import GenesysClient
+from crm_genesys.genesys.settings import GenesysSettings
+
+REPO = Path(__file__).resolve().parents[2]
+CLIENT_ID = "demo-client"
+CLIENT_SECRET = "demo-secret"  # the emulator's documented demo credential
+
+
+@dataclass
+class InProcess:
+    """An emulated org and a factory of real clients talking to it in-process."""
+
+    config: EmulatorConfig
+
+    def __post_init__(self) -> None:
+        self.app = create_app(self.config)
+        self.emulator = self.app.state.emulator
+
+    def client(self, **overrides: Any) -> GenesysClient:
+        overrides.setdefault("rate_limit_per_minute", self.config.rate_limit_per_minute)
+        overrides.setdefault("retry_initial_delay", 0.01)
+        overrides.setdefault("retry_max_delay", 0.05)
+        settings = GenesysSettings.for_base_url(
+            "http://emulator.test", CLIENT_ID, CLIENT_SECRET, **overrides
+        )
+        return GenesysClient(settings, transport=httpx.ASGITransport(app=self.app))
+
+    def api_requests(self) -> Counter[str]:
+        """Count of logged API requests by path tail (`bulk/contacts/add`, ...)."""
+        counts: Counter[str] = Counter()
+        for entry in self.emulator.requests():
+            path = entry.path
+            if "/externalcontacts/" in path:
+                counts[path.split("/externalcontacts/", 1)[1]] += 1
+        return counts
+
+
+def contacts_by_external_id(contacts: list[dict[str, Any]], source_id: str) -> dict[str, list]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for contact in contacts:
+        for ext in contact.get("externalIds") or []:
+            if (ext.get("externalSource") or {}).get("id") == source_id:
+                out.setdefault(ext["value"], []).append(contact)
+    return out
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+
+    def get(self, path: str) -> Any:
+        response = httpx.get(f"{self.url}{path}", timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def put(self, path: str, body: Any) -> Any:
+        response = httpx.put(f"{self.url}{path}", json=body, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def start_server(*args: str) -> Server:
+    """`python -m crm_genesys.emulator serve --port 0 ARGS`, once it announces its URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crm_genesys.emulator", "serve", "--port", "0", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("emulator listening on "):
+        process.kill()
+        raise AssertionError(f"emulator did not start: {line!r}")
+    return Server(line.split()[-1], process)
+
+
+def genesys_env(url: str, **tuning: int) -> dict[str, str]:
+    """Environment for a child process's `GenesysSettings.from_env()`."""
+    env = {
+        **os.environ,
+        "GENESYS_BASE_URL": url,
+        "GENESYS_CLIENT_ID": CLIENT_ID,
+        "GENESYS_CLIENT_SECRET": CLIENT_SECRET,
+    }
+    for key, value in tuning.items():
+        env[f"GENESYS_{key.upper()}"] = str(value)
+    return env
