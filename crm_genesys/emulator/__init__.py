@@ -41,7 +41,8 @@ Documented guesses (the platform does not say; kept simple and strict):
 - unknown body fields are refused with 400 (catches a client's misspelt field early);
 - `PhoneNumber.countryCode` is the ISO region of the number (e.g. `US`);
 - duplicate External Source names: 409 `conflict`; schema version mismatch: 409 `conflict`;
-- a bulk item that succeeded reports `status` 200; remove reports no entity;
+- a bulk item that succeeded reports `status` 200; remove reports no entity; a failed add or
+  update echoes the entity as sent in `error.entity` (a field of the SDK model);
 - injected per-item failures are 503 `service.unavailable`, `retryable: true`, not applied.
 
 Not emulated: divisions beyond a home division, organizations, notes, merges, identifiers

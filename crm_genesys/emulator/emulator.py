@@ -351,12 +351,12 @@ class Emulator:
             failure = self._item_failure(rng)
             if failure is not None:
                 injected += 1
-                results.append((index, _failed(None, failure)))
+                results.append((index, _failed(None, failure, entity)))
                 continue
             try:
                 fields = self.validator.validate(entity)
             except EntityError as exc:
-                results.append((index, _failed(None, exc)))
+                results.append((index, _failed(None, exc, entity)))
                 continue
             contact = self._new_contact(fields, now)
             new.append(contact)
@@ -376,16 +376,16 @@ class Emulator:
             failure = self._item_failure(rng)
             if failure is not None:
                 injected += 1
-                results.append((index, _failed(contact_id, failure)))
+                results.append((index, _failed(contact_id, failure, entity)))
                 continue
             if not isinstance(contact_id, str) or not contact_id:
                 missing_id = invalid([FieldProblem("id", "is required for an update")])
-                results.append((index, _failed(None, missing_id)))
+                results.append((index, _failed(None, missing_id, entity)))
                 continue
             try:
                 pending.append((index, contact_id, self.validator.validate(entity)))
             except EntityError as exc:
-                results.append((index, _failed(contact_id, exc)))
+                results.append((index, _failed(contact_id, exc, entity)))
         updated = self.store.replace_contacts(
             [(cid, fields) for _, cid, fields in pending], iso(self.clock.time())
         )
@@ -698,11 +698,25 @@ def _ok(contact_id: str, entity: dict[str, Any]) -> dict[str, Any]:
     return {"id": contact_id, "success": True, "status": 200, "entity": entity}
 
 
-def _failed(contact_id: str | None, error: EntityError) -> dict[str, Any]:
-    result: dict[str, Any] = {"success": False, "status": error.status, "error": error.bulk_error()}
+def _failed(contact_id: str | None, error: EntityError, entity: Any = None) -> dict[str, Any]:
+    """A failed bulk item. `error.entity` echoes the entity as sent (the SDK model has the
+    field), so a client can match a failed add by its ExternalId even though it has no id."""
+    body = error.bulk_error()
+    if isinstance(entity, dict):
+        body["entity"] = _without_nulls(entity)
+    result: dict[str, Any] = {"success": False, "status": error.status, "error": body}
     if contact_id:
         result["id"] = contact_id
     return result
+
+
+def _without_nulls(value: Any) -> Any:
+    """`value` with JSON nulls removed at every depth (the SDK cannot read null enums)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value if v is not None]
+    return value
 
 
 _PATCH_ACTIONS = (

@@ -80,6 +80,8 @@ def test_error_indexes_point_into_the_request(org: Org) -> None:
         failed = [res for res in body["results"] if not res["success"]]
         assert {f["error"]["details"][0]["fieldName"] for f in failed} == {"workEmail", "firstName"}
         assert all(f["status"] == 400 and f["error"]["retryable"] is False for f in failed)
+        # A failed add has no id; the entity as sent, echoed in the error, carries its key.
+        assert {f["error"]["entity"]["externalIds"][0]["value"] for f in failed} == {"3", "7"}
         assert len(org.app.emulator.all_contacts()) == 8
 
     run(go())
