@@ -76,7 +76,7 @@ def as_text(values: pd.Series) -> pd.Series:
     )
 
 
-def _clean_one(value: str, keep_newlines: bool) -> str | None:
+def clean_one(value: str, keep_newlines: bool) -> str | None:
     v = unicodedata.normalize("NFC", value)
     if keep_newlines:
         v = v.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
@@ -102,7 +102,7 @@ def clean_text(values: pd.Series, *, keep_newlines: bool = False) -> pd.Series:
     needs = sub.str.contains(_NEEDS_WORK, regex=True).to_numpy(dtype=bool)
     out = sub.str.strip()
     if needs.any():
-        fixed = [_clean_one(v, keep_newlines) for v in sub[needs].to_numpy(dtype=object)]
+        fixed = [clean_one(v, keep_newlines) for v in sub[needs].to_numpy(dtype=object)]
         out[needs] = fixed
     out = out.where(out.str.len() > 0, None)
     result = text.copy()
