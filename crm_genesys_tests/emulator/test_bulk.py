@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -181,3 +183,28 @@ def test_bulk_add_of_100_costs_a_few_milliseconds() -> None:
     median = run(go())
     # A few ms is typical (client encode + app + SQLite); the bound leaves room for a busy CI box.
     assert median < 0.1, f"median bulk add of 100 took {median * 1000:.1f} ms"
+
+
+def test_concurrent_bulk_requests_on_a_shared_file_lose_nothing(tmp_path: Path) -> None:
+    """Two apps (as two processes would) over one database, 8 concurrent requests each."""
+    orgs = [
+        make_org(db_path=tmp_path / "org.sqlite", rate_limit_per_minute=10_000) for _ in range(2)
+    ]
+
+    async def go() -> None:
+        clients = [o.client() for o in orgs]
+        heads = [await token(c) for c in clients]
+        source = await new_source(clients[0], heads[0])
+
+        async def add(n: int) -> None:
+            c, h = clients[n % 2], heads[n % 2]
+            entities = [contact(source, f"{n}-{i}") for i in range(25)]
+            r = await c.post(f"{API}/bulk/contacts/add", json={"entities": entities}, headers=h)
+            assert r.json()["errorCount"] == 0
+
+        await asyncio.gather(*(add(n) for n in range(16)))
+
+    run(go())
+    stored = orgs[1].app.emulator.all_contacts()
+    assert len(stored) == 16 * 25
+    assert len({c["externalIds"][0]["value"] for c in stored}) == 16 * 25
