@@ -123,6 +123,8 @@ def to_micros(moment: datetime) -> int:
 
 def format_micros(us: np.ndarray) -> np.ndarray:
     """Microseconds since the epoch (int64) → `modified_at` strings (object array)."""
+    if len(us) == 0:
+        return np.empty(0, dtype=object)
     text = us.astype("datetime64[us]").astype("U26")  # 'YYYY-MM-DDTHH:MM:SS.ffffff'
     return np.char.replace(text, "T", " ").astype(object)
 

@@ -96,14 +96,19 @@ def _latest_versions(conn: sqlite3.Connection) -> pd.DataFrame:
 
 
 def _stamps(
-    rng: np.random.Generator, n: int, low_us: int, high_us: int, floor_us: np.ndarray | None
+    rng: np.random.Generator,
+    n: int,
+    span: tuple[int, int, int],
+    floor_us: np.ndarray | None,
 ) -> np.ndarray:
-    """`n` stamps uniform in [low_us, high_us], each at least `floor_us + 1` where given, and
-    never past `high_us` (the last microsecond allowed)."""
-    stamps = low_us + (rng.random(n) * (high_us - low_us + 1)).astype(np.int64)
+    """`n` stamps uniform in [low, high] of `span` = (low, high, last), each raised to
+    `floor_us + 1` where given (a key's version must move forward) but never past `last`, the
+    window's last microsecond."""
+    low, high, last = span
+    stamps = low + (rng.random(n) * (high - low + 1)).astype(np.int64)
     if floor_us is not None:
         stamps = np.maximum(stamps, floor_us + 1)
-    return np.minimum(stamps, high_us)
+    return np.minimum(stamps, last)
 
 
 def _country_index(values: pd.Series) -> np.ndarray:
@@ -142,7 +147,8 @@ def simulate_activity(
         start = window_floor(now, meta.window)
         end = start + meta.window
         low_us = to_micros(start)
-        high_us = max(low_us, min(to_micros(now), to_micros(end) - 1))
+        last_us = to_micros(end) - 1
+        span = (low_us, max(low_us, min(to_micros(now), last_us)), last_us)
 
         latest = _latest_versions(conn)
         live = latest[latest["is_deleted"] == 0]
@@ -166,7 +172,7 @@ def simulate_activity(
                 conn.execute(f'ALTER TABLE contacts ADD COLUMN "{new_column}" TEXT')
 
         # Updates: new tier always; new mobile phone and/or e-mail.
-        stamps = format_micros(_stamps(rng, len(upd), low_us, high_us, prev_us["upd"]))
+        stamps = format_micros(_stamps(rng, len(upd), span, prev_us["upd"]))
         tiers = conn.execute(
             f"SELECT id, customer_tier FROM contacts WHERE id IN ({','.join('?' * len(upd))})",
             [int(i) for i in upd["id"]],
@@ -196,7 +202,7 @@ def simulate_activity(
             )
 
         # Deletes: tombstone the latest live row in place.
-        stamps = format_micros(_stamps(rng, len(dele), low_us, high_us, prev_us["del"]))
+        stamps = format_micros(_stamps(rng, len(dele), span, prev_us["del"]))
         conn.executemany(
             "UPDATE contacts SET is_deleted = 1, modified_at = ? WHERE id = ?",
             zip(stamps.tolist(), [int(i) for i in dele["id"]], strict=True),
@@ -205,7 +211,7 @@ def simulate_activity(
         # Re-index: new ids above every existing one, in shuffled order.
         (max_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM contacts").fetchone()
         new_ids = max_id + 1 + rng.permutation(len(rei))
-        stamps = format_micros(_stamps(rng, len(rei), low_us, high_us, prev_us["rei"]))
+        stamps = format_micros(_stamps(rng, len(rei), span, prev_us["rei"]))
         old_ids = [int(i) for i in rei["id"]]
         conn.executemany(
             "UPDATE contacts SET id = ?, modified_at = ? WHERE id = ?",
@@ -235,7 +241,7 @@ def simulate_activity(
             for c in CONTACT_COLUMNS:
                 if c not in ("id", "account_number", "modified_at", "is_deleted"):
                     columns[c] = new[c]
-            columns["modified_at"] = format_micros(_stamps(rng, creates, low_us, high_us, None))
+            columns["modified_at"] = format_micros(_stamps(rng, creates, span, None))
             columns["is_deleted"] = np.zeros(creates, dtype=np.int64).astype(object)
             if new_column is not None:
                 columns[new_column] = np.array(
