@@ -66,7 +66,7 @@ def resolve_country(value: str | None, aliases: dict[str, str] | None = None) ->
 
 
 def resolve_countries(values: pd.Series, aliases: dict[str, str] | None = None) -> pd.Series:
-    """Alpha-2 region per row (object; None when blank or unknown), one lookup per distinct value."""
+    """Alpha-2 region per row (object; None when blank or unknown), one lookup per value."""
     text = clean_text(values)
     out = np.full(len(text), None, dtype=object)
     present = text.notna().to_numpy()

@@ -47,7 +47,9 @@ _FALSE = frozenset({"0", "false", "f", "no", "n", "off", "unchecked"})
 _INT_RE = re.compile(r"\s*([+-]?\d{1,19})(?:\.0*)?\s*")
 _DATE_RE = re.compile(r"\s*(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ][0-9:.,+\-Z ]*)?\s*")
 _URL_RE = re.compile(r"(?i)https?://[^\s/?#<>\"]+[^\s<>\"]*")
-_BARE_HOST_RE = re.compile(r"(?i)(?:www\.)?[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9-]+)+(?:/\S*)?")
+_BARE_HOST_RE = re.compile(
+    r"(?i)(?:www\.)?[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9-]+)+(?:/\S*)?"
+)
 _TAG_SPLIT = re.compile(r"[,;|\n\x1f]")
 
 
@@ -166,8 +168,10 @@ def coerce_custom_field(raw: pd.Series, spec: CustomFieldSpec) -> FieldOutcome:
     if kind == "url":
         text = clean_text(as_text(raw))
         present = text.notna().to_numpy()
-        ok = text.str.fullmatch(_URL_RE).fillna(False).to_numpy(dtype=bool)
-        bare = ~ok & present & text.str.fullmatch(_BARE_HOST_RE).fillna(False).to_numpy(dtype=bool)
+        ok = text.str.fullmatch(_URL_RE).to_numpy(dtype=bool, na_value=False)
+        bare = (
+            ~ok & present & text.str.fullmatch(_BARE_HOST_RE).to_numpy(dtype=bool, na_value=False)
+        )
         values = text.copy()
         if bare.any():
             # A host without a scheme is a link everyone reads as https; anything else is invalid.
@@ -187,8 +191,10 @@ def coerce_custom_field(raw: pd.Series, spec: CustomFieldSpec) -> FieldOutcome:
         out.json = json_string(pd.Series(mapped, index=raw.index, dtype=object)).to_numpy(object)
         return out
     text = as_text(raw) if kind != "tag" else raw
-    present = pd.notna(text).to_numpy() if kind != "tag" else np.array(
-        [_tag_present(v) for v in raw.to_numpy(dtype=object)], dtype=bool
+    present = (
+        pd.notna(text).to_numpy()
+        if kind != "tag"
+        else np.array([_tag_present(v) for v in raw.to_numpy(dtype=object)], dtype=bool)
     )
     if kind == "checkbox":
         out.json = _map_unique(text, _checkbox)

@@ -2,9 +2,10 @@
 
 - `business_keys(columns, spec)`: the configured columns' cleaned values joined with the
   separator (a separator or backslash inside a value is escaped, so different records can never
-  join to the same key). Never the CRM's internal id, so a CRM re-index changes nothing. A key longer
-  than 255 UTF-16 units (Genesys' ExternalId limit) becomes `<prefix>:<first 80 chars>#<sha256>`:
-  still readable, still unique, at most 255 units. A blank key column gives no key (None).
+  join to the same key). Never the CRM's internal id, so a CRM re-index changes nothing. A key
+  longer than 255 UTF-16 units (Genesys' ExternalId limit) becomes
+  `<prefix>:<first 80 chars>#<sha256>`: still readable, still unique, at most 255 units.
+  A blank key column gives no key (None).
 - `crm_versions(values)`: microseconds since the Unix epoch (UTC) of the version column, from the
   demo CRM's `YYYY-MM-DD HH:MM:SS.ffffff` text, any ISO-8601 text, or datetimes (naive = UTC).
   Anything else (numbers, garbage, dates pandas cannot hold) is None: such a row cannot be ordered.

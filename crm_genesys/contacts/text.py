@@ -28,8 +28,7 @@ _CONTROL_ALL = re.compile(
 )
 _LINE_BREAKS = re.compile("[\t\n\r\x0b\x0c\x85\u2028\u2029]")
 _SPACES = re.compile(r"[^\S\n]+")
-_ALL_LINE_BREAKS = re.compile("[\t\n\r\x0b\x0c\x85\u2028\u2029]")
-_SPACES = re.compile(r"\s+")
+_ALL_SPACES = re.compile(r"\s+")
 _BLANK_LINES = re.compile(r"\n\s*\n\s*(\n\s*)+")
 _NEEDS_WORK = re.compile(r"[^\x20-\x7e]|  ")
 _JSON_ESCAPE = re.compile(r'["\\\x00-\x1f]')
@@ -144,7 +143,8 @@ def strip_html(values: pd.Series) -> pd.Series:
 def utf16_length(values: pd.Series) -> pd.Series:
     """Length as Genesys (Java) counts it: UTF-16 code units, astral characters count two."""
     lens = values.str.len()
-    maybe = (lens > 0) & values.str.contains(r"[^\x00-\uffff]", regex=True).fillna(False)
+    astral = values.str.contains(r"[^\x00-\uffff]", regex=True).to_numpy(dtype=bool, na_value=False)
+    maybe = (lens > 0).to_numpy(dtype=bool) & astral
     if maybe.any():
         lens = lens.copy()
         lens[maybe] = lens[maybe] + values[maybe].str.count(_ASTRAL.pattern)
@@ -164,7 +164,7 @@ def truncate_one(value: str, limit: int) -> str:
 def over_limit(values: pd.Series, limit: int) -> np.ndarray:
     """Boolean mask of non-null values longer than `limit` UTF-16 units."""
     lens = values.str.len()
-    cand = (lens > limit // 2).fillna(False).to_numpy(dtype=bool)
+    cand = (lens > limit // 2).to_numpy(dtype=bool, na_value=False)
     mask = np.zeros(len(values), dtype=bool)
     if cand.any():
         mask[cand] = (utf16_length(values[cand]) > limit).to_numpy(dtype=bool)
@@ -236,7 +236,9 @@ def normalize_emails(values: pd.Series, limit: int = 256) -> pd.DataFrame:
     n = len(text)
     email = np.full(n, None, dtype=object)
     reason = np.full(n, None, dtype=object)
-    present = text.notna().to_numpy() & (text.str.strip().str.len() > 0).fillna(False).to_numpy()
+    present = text.notna().to_numpy() & (text.str.strip().str.len() > 0).to_numpy(
+        dtype=bool, na_value=False
+    )
     if present.any():
         sub = text[present]
         fast = sub.str.fullmatch(_EMAIL_CANONICAL).to_numpy(dtype=bool) & (

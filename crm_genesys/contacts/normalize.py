@@ -1,0 +1,466 @@
+"""Raw CRM rows to the normalized contact frame: `normalize(raw, mapping) -> NormalizationResult`.
+
+Contract (docs/internals.md, "Frames"):
+- `contacts`: one row per business key (the latest `crm_version` of the window wins; ties go to
+  the row that comes later in `raw`), validated by `NormalizedContacts`. `payload` is the canonical
+  JSON (sorted keys, no whitespace) of the ExternalContact body exactly as it will be sent, without
+  `id`, `externalIds`, `division` and `schema` (the sink adds those); `content_hash` is the SHA-256
+  of exactly that string. Tombstones carry "" for both.
+- `quarantine`: rows that cannot be synced, one reason each (see `models.QUARANTINE_REASONS`),
+  with a detail that never shows an unmasked phone or e-mail.
+- `superseded`: rows dropped as older versions of a key in the same window.
+- Invariant: `len(raw) == len(contacts) + len(quarantine) + superseded`.
+- It never raises on bad data: any unicode, nulls, huge strings, wrong types, missing columns.
+- A raw column whose name is denied (PII) is never read, even when the mapping names it.
+
+Order of work: identity first (key, version, tombstone flag) for every row, then de-duplication,
+then the costly normalization only for the live rows that survive it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crm_genesys.contacts.countries import resolve_countries
+from crm_genesys.contacts.custom import coerce_custom_field
+from crm_genesys.contacts.keys import business_keys, crm_versions, truthy
+from crm_genesys.contacts.mapping import (
+    ADDRESS_FIELD_LIMITS,
+    EMAIL_MAX_LENGTH,
+    SCALAR_FIELD_LIMITS,
+    Mapping,
+)
+from crm_genesys.contacts.masking import mask_email, mask_phone
+from crm_genesys.contacts.phones import normalize_phones
+from crm_genesys.contacts.text import (
+    as_text,
+    clean_text,
+    json_string,
+    normalize_emails,
+    over_limit,
+    truncate_one,
+)
+
+CONTACT_COLUMNS = [
+    "business_key",
+    "crm_id",
+    "crm_version",
+    "is_deleted",
+    "content_hash",
+    "payload",
+    "first_name",
+    "last_name",
+    "work_phone",
+    "cell_phone",
+    "home_phone",
+    "other_phone",
+    "work_email",
+    "personal_email",
+    "other_email",
+]
+QUARANTINE_COLUMNS = ["business_key", "crm_id", "crm_version", "reason", "detail"]
+_REVIEW_PHONE = {
+    "workPhone": "work_phone",
+    "cellPhone": "cell_phone",
+    "homePhone": "home_phone",
+    "otherPhone": "other_phone",
+}
+_REVIEW_EMAIL = {
+    "workEmail": "work_email",
+    "personalEmail": "personal_email",
+    "otherEmail": "other_email",
+}
+_SAMPLES = 5
+
+
+@dataclass
+class NormalizationReport:
+    """Data-quality facts of one normalization, as plain JSON values (no unmasked identifiers)."""
+
+    rows_in: int = 0
+    contacts: int = 0
+    live: int = 0
+    tombstones: int = 0
+    quarantined: int = 0
+    superseded: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    unmapped_columns: list[str] = field(default_factory=list)
+    denied_columns_seen: list[str] = field(default_factory=list)
+    denied_columns_blocked: list[str] = field(default_factory=list)
+    missing_columns: list[str] = field(default_factory=list)
+    countries_unresolved: int = 0
+    countries_unresolved_samples: list[str] = field(default_factory=list)
+    phones_present: int = 0
+    phones_valid: int = 0
+    phones_dropped: dict[str, int] = field(default_factory=dict)
+    phones_dropped_samples: dict[str, list[str]] = field(default_factory=dict)
+    phones_duplicate_slots: int = 0
+    phones_by_slot: dict[str, dict[str, int]] = field(default_factory=dict)
+    emails_present: int = 0
+    emails_valid: int = 0
+    emails_dropped: dict[str, int] = field(default_factory=dict)
+    emails_dropped_samples: dict[str, list[str]] = field(default_factory=dict)
+    fields_truncated: dict[str, int] = field(default_factory=dict)
+    fields_rejected: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class NormalizationResult:
+    """What `normalize` returns (see the module docstring)."""
+
+    contacts: pd.DataFrame
+    quarantine: pd.DataFrame
+    superseded: int
+    report: NormalizationReport
+
+
+class _Columns:
+    """Reads raw columns by name, refusing denied ones and noting missing ones."""
+
+    def __init__(self, raw: pd.DataFrame, mapping: Mapping, report: NormalizationReport) -> None:
+        self._raw = raw
+        self._mapping = mapping
+        self._report = report
+        # The first column of each (stringified) name: duplicate names must not break selection.
+        self._positions: dict[str, int] = {}
+        for pos, name in enumerate(raw.columns):
+            self._positions.setdefault(str(name), pos)
+
+    def get(self, name: str | None) -> pd.Series:
+        n = len(self._raw)
+        empty = pd.Series(np.full(n, None, dtype=object), index=self._raw.index)
+        if not name:
+            return empty
+        if self._mapping.denial_reason(name) is not None:
+            if name not in self._report.denied_columns_blocked:
+                self._report.denied_columns_blocked.append(name)
+            return empty
+        pos = self._positions.get(name)
+        if pos is None:
+            if name not in self._report.missing_columns:
+                self._report.missing_columns.append(name)
+            return empty
+        return self._raw.iloc[:, pos]
+
+
+def _join_object(parts: list[tuple[str, np.ndarray]], n: int) -> np.ndarray:
+    """`{"k1":v1,"k2":v2}` per row from (key, JSON literal or None) columns in key order.
+
+    Rows where every literal is None get None (the object is omitted by the caller).
+    """
+    acc = np.full(n, "", dtype=object)
+    has = np.zeros(n, dtype=bool)
+    for key, values in parts:
+        present = pd.notna(values)
+        if not present.any():
+            continue
+        frag = f'"{key}":' + values[present]
+        first = present & ~has
+        later = present & has
+        sel_first = first[present]
+        acc[first] = frag[sel_first]
+        if later.any():
+            acc[later] = acc[later] + ("," + frag[~sel_first])
+        has |= present
+    out = np.full(n, None, dtype=object)
+    out[has] = "{" + acc[has] + "}"
+    return out
+
+
+def _sample(values: pd.Series | np.ndarray, mask: np.ndarray, masker: Any) -> list[str]:
+    vals = np.asarray(values, dtype=object)[mask]
+    seen: list[str] = []
+    for v in vals:
+        m = masker(v)
+        if m and m not in seen:
+            seen.append(m)
+        if len(seen) >= _SAMPLES:
+            break
+    return seen
+
+
+def _bump(counter: dict[str, int], key: str, by: int) -> None:
+    if by:
+        counter[key] = counter.get(key, 0) + int(by)
+
+
+def normalize(
+    raw: pd.DataFrame, mapping: Mapping, *, workers: int | None = None
+) -> NormalizationResult:
+    """Normalize one window of raw CRM rows (see the module docstring for the contract).
+
+    `workers` caps the processes used for phone numbers (None: `phones.default_workers()`).
+    """
+    report = NormalizationReport(rows_in=len(raw))
+    frame = raw.reset_index(drop=True)
+    n = len(frame)
+    cols = _Columns(frame, mapping, report)
+    used = set(mapping.column_uses())
+    for name in map(str, frame.columns):
+        if mapping.denial_reason(name) is not None:
+            if name not in report.denied_columns_seen:
+                report.denied_columns_seen.append(name)
+        elif name not in used and name not in report.unmapped_columns:
+            report.unmapped_columns.append(name)
+
+    src = mapping.source
+    crm_id = clean_text(cols.get(src.internal_id_column)).fillna("")
+    version = crm_versions(cols.get(src.version_column))
+    deleted = (
+        truthy(cols.get(src.deleted_column)) if src.deleted_column else np.zeros(n, dtype=bool)
+    )
+    key = business_keys([cols.get(c) for c in mapping.business_key.columns], mapping.business_key)
+
+    reason = np.full(n, None, dtype=object)
+    detail = np.full(n, "", dtype=object)
+    no_key = key.isna().to_numpy()
+    reason[no_key] = "missing_business_key"
+    detail[no_key] = "blank " + "/".join(mapping.business_key.columns)
+    bad_version = version.isna().to_numpy() & ~no_key
+    reason[bad_version] = "invalid_version"
+    detail[bad_version] = f"{src.version_column} is not a timestamp"
+
+    # Latest version per key wins; a stable sort keeps input order among equal versions.
+    candidates = np.flatnonzero(pd.isna(reason))
+    superseded_mask = np.zeros(n, dtype=bool)
+    if len(candidates):
+        order = pd.DataFrame(
+            {
+                "k": key.to_numpy(dtype=object)[candidates],
+                "v": version.to_numpy(dtype="int64", na_value=0)[candidates],
+                "p": candidates,
+            }
+        ).sort_values(["k", "v", "p"], kind="mergesort")
+        dup = order.duplicated("k", keep="last").to_numpy()
+        superseded_mask[order["p"].to_numpy()[dup]] = True
+    superseded = int(superseded_mask.sum())
+    survivors = pd.isna(reason) & ~superseded_mask
+    live_pos = np.flatnonzero(survivors & ~deleted)
+
+    review: dict[str, np.ndarray] = {
+        c: np.full(n, None, dtype=object)
+        for c in ("first_name", "last_name", *_REVIEW_PHONE.values(), *_REVIEW_EMAIL.values())
+    }
+    payload = np.full(n, "", dtype=object)
+    if len(live_pos):
+        live_payload, live_reason, live_detail = _normalize_live(
+            frame.iloc[live_pos].reset_index(drop=True), mapping, report, review, live_pos, workers
+        )
+        reason[live_pos] = live_reason
+        detail[live_pos] = live_detail
+        payload[live_pos] = live_payload
+
+    is_contact = survivors & pd.isna(reason)
+    quarantined = pd.notna(reason)
+    hashes = np.full(n, "", dtype=object)
+    live_ok = is_contact & ~deleted
+    hashes[live_ok] = [
+        hashlib.sha256(p.encode("utf-8")).hexdigest() for p in payload[live_ok].tolist()
+    ]
+    payload[~live_ok] = ""
+
+    contacts = pd.DataFrame(
+        {
+            "business_key": key.to_numpy(dtype=object)[is_contact],
+            "crm_id": crm_id.to_numpy(dtype=object)[is_contact],
+            "crm_version": version.to_numpy(dtype="int64", na_value=0)[is_contact],
+            "is_deleted": deleted[is_contact],
+            "content_hash": hashes[is_contact],
+            "payload": payload[is_contact],
+            **{c: review[c][is_contact] for c in CONTACT_COLUMNS[6:]},
+        },
+        columns=CONTACT_COLUMNS,
+    )
+    quarantine = pd.DataFrame(
+        {
+            "business_key": key.to_numpy(dtype=object)[quarantined],
+            "crm_id": crm_id.to_numpy(dtype=object)[quarantined],
+            "crm_version": pd.array(version.to_numpy(dtype=object)[quarantined], dtype="Int64"),
+            "reason": reason[quarantined],
+            "detail": detail[quarantined],
+        },
+        columns=QUARANTINE_COLUMNS,
+    )
+    report.contacts = len(contacts)
+    report.tombstones = int(contacts["is_deleted"].sum())
+    report.live = report.contacts - report.tombstones
+    report.quarantined = len(quarantine)
+    report.superseded = superseded
+    report.quarantine_reasons = dict(Counter(quarantine["reason"].tolist()))
+    return NormalizationResult(
+        contacts=contacts, quarantine=quarantine, superseded=superseded, report=report
+    )
+
+
+def _normalize_live(
+    live: pd.DataFrame,
+    mapping: Mapping,
+    report: NormalizationReport,
+    review: dict[str, np.ndarray],
+    positions: np.ndarray,
+    workers: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Payload JSON, quarantine reason and detail for each live row (positions in the window)."""
+    m = len(live)
+    cols = _Columns(live, mapping, report)
+    reason = np.full(m, None, dtype=object)
+    detail = np.full(m, "", dtype=object)
+    top: dict[str, np.ndarray] = {}
+
+    # Names and other scalar fields.
+    names: dict[str, pd.Series] = {}
+    for target, column in mapping.fields.items():
+        values = clean_text(cols.get(column))
+        limit = SCALAR_FIELD_LIMITS[target]
+        long_mask = over_limit(values, limit)
+        if long_mask.any():
+            values = values.copy()
+            values[long_mask] = [truncate_one(v, limit) for v in values[long_mask]]
+            _bump(report.fields_truncated, target, long_mask.sum())
+        names[target] = values
+        top[target] = json_string(values).to_numpy(dtype=object)
+    for target, col in (("firstName", "first_name"), ("lastName", "last_name")):
+        if target in names:
+            review[col][positions] = names[target].to_numpy(dtype=object)
+
+    # Country: the record's region for phones, ISO code for the address.
+    countries = (
+        resolve_countries(cols.get(mapping.country_column), mapping.country_aliases)
+        if mapping.country_column
+        else pd.Series(np.full(m, None, dtype=object))
+    )
+    raw_country = clean_text(cols.get(mapping.country_column)) if mapping.country_column else None
+    if raw_country is not None:
+        unresolved = raw_country.notna().to_numpy() & countries.isna().to_numpy()
+        report.countries_unresolved += int(unresolved.sum())
+        for v in raw_country[unresolved].unique()[:_SAMPLES]:
+            if v not in report.countries_unresolved_samples:
+                report.countries_unresolved_samples.append(str(v)[:40])
+    regions = countries.fillna(mapping.default_country)
+
+    # Phones: E.164, the same number in two slots kept once (first slot wins).
+    kept: list[tuple[Any, Any]] = []
+    any_phone = np.zeros(m, dtype=bool)
+    for slot, column in mapping.phones.items():
+        raw_col = cols.get(column)
+        res = normalize_phones(raw_col, regions, mapping.default_country, workers=workers)
+        e164 = res["e164"].to_numpy(dtype=object)
+        ext = res["extension"].to_numpy(dtype=object)
+        why = res["reason"].to_numpy(dtype=object)
+        valid = pd.notna(e164)
+        stats = {"present": int((pd.notna(why) | valid).sum()), "valid": int(valid.sum())}
+        dup = np.zeros(m, dtype=bool)
+        for prev_e, prev_x in kept:
+            dup |= valid & (prev_e == e164) & (pd.isna(prev_x) & pd.isna(ext) | (prev_x == ext))
+        stats["duplicate"] = int(dup.sum())
+        report.phones_duplicate_slots += int(dup.sum())
+        keep = valid & ~dup
+        kept.append((np.where(keep, e164, None), np.where(keep, ext, None)))
+        any_phone |= keep
+        report.phones_present += stats["present"]
+        report.phones_valid += stats["valid"]
+        for r, count in Counter(why[pd.notna(why)].tolist()).items():
+            _bump(report.phones_dropped, r, count)
+            samples = report.phones_dropped_samples.setdefault(r, [])
+            if len(samples) < _SAMPLES:
+                for s in _sample(raw_col, why == r, mask_phone):
+                    if s not in samples and len(samples) < _SAMPLES:
+                        samples.append(s)
+        report.phones_by_slot[slot] = stats
+        review[_REVIEW_PHONE[slot]][positions] = np.where(keep, e164, None)
+        literal = np.full(m, None, dtype=object)
+        if keep.any():
+            ext_kept = np.where(keep, ext, None)
+            display = pd.Series(np.where(keep, e164, None), dtype=object)
+            country = pd.Series(np.where(keep, res["region"].to_numpy(object), None), dtype=object)
+            parts = [
+                ("display", json_string(display).to_numpy(object)),
+                ("extension", np.array([None if x is None else str(x) for x in ext_kept], object)),
+                ("normalizationCountryCode", json_string(country).to_numpy(object)),
+            ]
+            literal = _join_object(parts, m)
+        top[slot] = literal
+
+    # E-mails.
+    any_email = np.zeros(m, dtype=bool)
+    for eslot, column in mapping.emails.items():
+        raw_col = cols.get(column)
+        res = normalize_emails(raw_col, EMAIL_MAX_LENGTH)
+        email = res["email"].to_numpy(dtype=object)
+        why = res["reason"].to_numpy(dtype=object)
+        valid = pd.notna(email)
+        any_email |= valid
+        report.emails_present += int((valid | pd.notna(why)).sum())
+        report.emails_valid += int(valid.sum())
+        for r, count in Counter(why[pd.notna(why)].tolist()).items():
+            _bump(report.emails_dropped, r, count)
+            samples = report.emails_dropped_samples.setdefault(r, [])
+            for s in _sample(as_text(raw_col), why == r, mask_email):
+                if s not in samples and len(samples) < _SAMPLES:
+                    samples.append(s)
+        review[_REVIEW_EMAIL[eslot]][positions] = email
+        top[eslot] = json_string(pd.Series(email, dtype=object)).to_numpy(dtype=object)
+
+    # Address.
+    addr_parts: list[tuple[str, np.ndarray]] = []
+    for atarget, column in sorted(mapping.address.items()):
+        addr_key = str(atarget)
+        values = clean_text(cols.get(column))
+        if addr_key == "countryCode" and column == mapping.country_column:
+            # The ISO code when the CRM's spelling is known, else the CRM's text as is.
+            values = countries.where(countries.notna(), values)
+        limit = ADDRESS_FIELD_LIMITS[addr_key]
+        long_mask = over_limit(values, limit)
+        if long_mask.any():
+            values = values.copy()
+            values[long_mask] = [truncate_one(v, limit) for v in values[long_mask]]
+            _bump(report.fields_truncated, f"address.{addr_key}", long_mask.sum())
+        addr_parts.append((addr_key, json_string(values).to_numpy(dtype=object)))
+    if addr_parts:
+        top["address"] = _join_object(addr_parts, m)
+
+    # Custom fields.
+    custom_parts: list[tuple[str, np.ndarray]] = []
+    field_quarantine: dict[str, np.ndarray] = {}
+    for f in sorted(mapping.custom_field_list(), key=lambda f: f.key):
+        outcome = coerce_custom_field(cols.get(f.spec.column), f.spec)
+        ctarget = f"customFields.{f.key}"
+        truncated = outcome.too_long & pd.notna(outcome.json)
+        _bump(report.fields_truncated, ctarget, truncated.sum())
+        rejected = (outcome.invalid | outcome.too_long) & ~truncated
+        _bump(report.fields_rejected, ctarget, rejected.sum())
+        if outcome.quarantine.any():
+            field_quarantine[f.key] = outcome.quarantine
+        custom_parts.append((f.key, outcome.json))
+    if custom_parts:
+        top["customFields"] = _join_object(custom_parts, m)
+
+    # Quarantine: one reason per row, in this order.
+    has_name = np.zeros(m, dtype=bool)
+    for target in ("firstName", "lastName"):
+        if target in names:
+            has_name |= names[target].notna().to_numpy()
+    if not mapping.fields.keys() & {"firstName", "lastName"}:
+        has_name[:] = True  # a registry without names cannot require them
+    open_ = pd.isna(reason)
+    r = open_ & ~has_name
+    reason[r], detail[r] = "missing_name", "no first or last name"
+    open_ = pd.isna(reason)
+    r = open_ & ~any_phone & ~any_email
+    reason[r], detail[r] = "no_contact_point", "no valid phone or e-mail"
+    for fkey, mask in field_quarantine.items():
+        r = pd.isna(reason) & mask
+        reason[r], detail[r] = "custom_field_rejected", f"customFields.{fkey} broke its rule"
+
+    payload = _join_object([(k, top[k]) for k in sorted(top)], m)
+    payload = np.where(pd.isna(payload), "{}", payload)
+    return payload, reason, detail
