@@ -1,0 +1,209 @@
+"""Data-quality facts for asset checks, as plain values the lead turns into AssetCheckResults.
+
+Every function is pure and returns a `QualityFact` (passed, severity "ERROR" or "WARN",
+description, metadata of plain JSON values). Samples are masked with `contacts.masking`; counts
+come first so a reviewer can act: which column drifted, which reason dominates the quarantine,
+which identifier two customers share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pandas as pd
+
+from crm_genesys.contacts.mapping import Mapping
+from crm_genesys.contacts.masking import mask_email, mask_phone
+from crm_genesys.contacts.normalize import NormalizationResult
+
+Severity = Literal["ERROR", "WARN"]
+_SAMPLES = 5
+
+
+@dataclass(frozen=True)
+class QualityFact:
+    """One check's verdict: `passed`, how bad a failure is, and what a reviewer needs to act."""
+
+    name: str
+    passed: bool
+    severity: Severity
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _ratio(part: int, whole: int) -> float:
+    return round(part / whole, 6) if whole else 1.0
+
+
+def e164_coverage(result: NormalizationResult, min_coverage: float = 0.9) -> QualityFact:
+    """Share of non-blank CRM phones of synced rows that became valid E.164 (WARN below
+    `min_coverage`): the numbers screen pops can match."""
+    r = result.report
+    coverage = _ratio(r.phones_valid, r.phones_present)
+    return QualityFact(
+        name="e164_coverage",
+        passed=coverage >= min_coverage,
+        severity="WARN",
+        description=(
+            f"{r.phones_valid} of {r.phones_present} phones normalized to E.164 "
+            f"({coverage:.1%}); dropped numbers are listed by reason with masked samples"
+        ),
+        metadata={
+            "coverage": coverage,
+            "min_coverage": min_coverage,
+            "phones_present": r.phones_present,
+            "phones_valid": r.phones_valid,
+            "phones_dropped": dict(r.phones_dropped),
+            "dropped_samples_masked": {k: list(v) for k, v in r.phones_dropped_samples.items()},
+            "duplicate_slots_removed": r.phones_duplicate_slots,
+            "by_slot": {k: dict(v) for k, v in r.phones_by_slot.items()},
+        },
+    )
+
+
+def quarantine_rate(result: NormalizationResult, max_rate: float = 0.05) -> QualityFact:
+    """Blocking (ERROR) when more than `max_rate` of the window's rows were quarantined: that
+    many bad rows usually means a broken mapping or extract, not bad customers."""
+    r = result.report
+    rate = _ratio(r.quarantined, r.rows_in) if r.rows_in else 0.0
+    by_reason = dict(sorted(r.quarantine_reasons.items(), key=lambda kv: -kv[1]))
+    top = next(iter(by_reason), None)
+    return QualityFact(
+        name="quarantine_rate",
+        passed=rate <= max_rate,
+        severity="ERROR",
+        description=(
+            f"{r.quarantined} of {r.rows_in} rows quarantined ({rate:.2%}, limit {max_rate:.2%})"
+            + (f"; most often {top}" if top else "")
+        ),
+        metadata={
+            "rate": rate,
+            "max_rate": max_rate,
+            "rows_in": r.rows_in,
+            "quarantined": r.quarantined,
+            "by_reason": by_reason,
+            "sample_keys": [
+                str(k) for k in result.quarantine["business_key"].dropna().head(_SAMPLES)
+            ],
+        },
+    )
+
+
+def schema_drift(columns: Iterable[Any], mapping: Mapping) -> QualityFact:
+    """CRM columns the mapping does not name (WARN): new data nobody decided about yet. Denied
+    columns are not drift (they are reported by `denied_columns_seen`)."""
+    names = [str(c) for c in columns]
+    used = set(mapping.column_uses())
+    unmapped = sorted(c for c in names if c not in used and mapping.denial_reason(c) is None)
+    missing = sorted(c for c in used if c not in set(names))
+    return QualityFact(
+        name="schema_drift",
+        passed=not unmapped and not missing,
+        severity="WARN",
+        description=(
+            f"{len(unmapped)} CRM column(s) not in the mapping, "
+            f"{len(missing)} mapped column(s) absent from the CRM"
+        ),
+        metadata={"unmapped_columns": unmapped, "missing_columns": missing},
+    )
+
+
+def denied_columns_seen(columns: Iterable[Any], mapping: Mapping) -> QualityFact:
+    """PII columns present in what was extracted (WARN): they are never sent, but an extract that
+    reads them holds PII it does not need (read `mapping.source_columns()` instead)."""
+    seen = sorted({str(c) for c in columns if mapping.denial_reason(c) is not None})
+    return QualityFact(
+        name="denied_columns_seen",
+        passed=not seen,
+        severity="WARN",
+        description=(
+            f"{len(seen)} denied column(s) in the extract; never read by normalization"
+            if seen
+            else "no denied column in the extract"
+        ),
+        metadata={
+            "denied_columns": seen,
+            "reasons": {c: mapping.denial_reason(c) for c in seen},
+        },
+    )
+
+
+def identifier_collisions(contacts: pd.DataFrame, max_collisions: int = 0) -> QualityFact:
+    """Phones or e-mails shared by two or more business keys among live contacts (WARN): a screen
+    pop on such a number cannot know which customer is calling."""
+    live = contacts[~contacts["is_deleted"].to_numpy(dtype=bool)]
+    frames = []
+    for kind, cols in (
+        ("phone", ["work_phone", "cell_phone", "home_phone", "other_phone"]),
+        ("email", ["work_email", "personal_email", "other_email"]),
+    ):
+        present = [c for c in cols if c in live.columns]
+        if not present:
+            continue
+        long = live.melt(id_vars=["business_key"], value_vars=present, value_name="value")
+        long = long[long["value"].notna()]
+        if kind == "email":
+            long = long.assign(value=long["value"].str.casefold())
+        long = long.drop_duplicates(["business_key", "value"]).assign(kind=kind)
+        frames.append(long[["kind", "value", "business_key"]])
+    if frames:
+        ids = pd.concat(frames, ignore_index=True)
+        counts = ids.groupby(["kind", "value"], sort=False)["business_key"].transform("size")
+        shared = ids[counts.to_numpy() > 1]
+    else:
+        shared = pd.DataFrame(columns=["kind", "value", "business_key"])
+    per_value = shared.groupby(["kind", "value"], sort=False)["business_key"].agg(list)
+    n_values = len(per_value)
+    samples = []
+    for (kind, value), keys in per_value.head(_SAMPLES).items():
+        masked = mask_phone(value) if kind == "phone" else mask_email(value)
+        samples.append({"kind": kind, "value": masked, "business_keys": sorted(keys)[:_SAMPLES]})
+    by_kind = (
+        {str(k): int(v) for k, v in per_value.index.get_level_values(0).value_counts().items()}
+        if n_values
+        else {}
+    )
+    return QualityFact(
+        name="identifier_collisions",
+        passed=n_values <= max_collisions,
+        severity="WARN",
+        description=f"{n_values} phone/e-mail value(s) shared by more than one business key",
+        metadata={
+            "shared_values": n_values,
+            "by_kind": by_kind,
+            "keys_involved": int(shared["business_key"].nunique()) if n_values else 0,
+            "samples_masked": samples,
+        },
+    )
+
+
+def all_facts(
+    result: NormalizationResult,
+    mapping: Mapping,
+    columns: Iterable[Any],
+    *,
+    max_quarantine_rate: float = 0.05,
+    min_e164_coverage: float = 0.9,
+) -> list[QualityFact]:
+    """Every fact above for one window (`columns`: the CRM table's or the extract's columns)."""
+    cols = list(columns)
+    return [
+        e164_coverage(result, min_e164_coverage),
+        quarantine_rate(result, max_quarantine_rate),
+        schema_drift(cols, mapping),
+        denied_columns_seen(cols, mapping),
+        identifier_collisions(result.contacts),
+    ]
+
+
+__all__ = [
+    "QualityFact",
+    "all_facts",
+    "denied_columns_seen",
+    "e164_coverage",
+    "identifier_collisions",
+    "quarantine_rate",
+    "schema_drift",
+]
