@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
@@ -52,6 +53,16 @@ def read_changes(path: Path) -> pd.DataFrame:
 
 async def run_apply(args: argparse.Namespace) -> SyncReport:
     settings = GenesysSettings.from_env()
+    retry = {
+        name: value
+        for name, value in (
+            ("retry_initial_delay", args.retry_initial_delay),
+            ("retry_max_delay", args.retry_max_delay),
+        )
+        if value is not None
+    }
+    if retry:
+        settings = dataclasses.replace(settings, **retry)
     store = SyncStateStore(args.state)
     store.create_all()
     try:
@@ -86,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--max-in-flight", type=int, default=0, help="0: GENESYS_MAX_IN_FLIGHT")
     apply.add_argument("--max-rounds", type=int, default=4)
     apply.add_argument("--round-delay", type=float, default=1.0)
+    apply.add_argument(
+        "--retry-initial-delay", type=float, default=None, help="client backoff start, seconds"
+    )
+    apply.add_argument(
+        "--retry-max-delay", type=float, default=None, help="client backoff cap, seconds"
+    )
     apply.add_argument("-v", "--verbose", action="store_true")
     return parser
 
