@@ -393,10 +393,11 @@ class Mapping(_Strict):
 def _format_validation_error(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = [str(p) for p in err["loc"] if p != "[key]"]
+        where = ".".join(loc) or "(top level)"
         msg = err["msg"]
-        if err["type"] == "literal_error" and err["loc"] and err["loc"][-1] != "type":
-            msg = f"unknown Genesys field {err['loc'][-1]!r}: {msg}"
+        if err["type"] == "literal_error" and loc and loc[-1] != "type":
+            msg = f"unknown Genesys field {err.get('input', loc[-1])!r}: {msg}"
         elif err["type"] == "extra_forbidden":
             msg = "unknown key (not part of the mapping registry format)"
         elif err["type"] == "literal_error":
