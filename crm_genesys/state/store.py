@@ -577,22 +577,24 @@ class SyncStateStore:
         if not keys:
             return
         ids = contact_ids or {}
-        stmt = (
-            create_intents.update()
-            .where(create_intents.c.business_key == sa.bindparam("k"))
-            .where(create_intents.c.status == "pending")
-            .values(
-                status="resolved",
-                resolved_at=sa.bindparam("at"),
-                contact_id=sa.bindparam("cid"),
-            )
-        )
-        if run_id is not None:
-            stmt = stmt.where(create_intents.c.run_id == run_id)
         now = _now()
-        params = [{"k": k, "at": now, "cid": ids.get(k)} for k in dict.fromkeys(keys)]
-        for chunk in _chunks(params, WRITE_CHUNK):
+        base = create_intents.update().where(create_intents.c.status == "pending")
+        if run_id is not None:
+            base = base.where(create_intents.c.run_id == run_id)
+        # Keys with a known contact id: one row each (the id is the audit trail of the intent).
+        with_id = [{"k": k, "at": now, "cid": ids[k]} for k in dict.fromkeys(keys) if k in ids]
+        stmt = base.where(create_intents.c.business_key == sa.bindparam("k")).values(
+            status="resolved", resolved_at=sa.bindparam("at"), contact_id=sa.bindparam("cid")
+        )
+        for chunk in _chunks(with_id, WRITE_CHUNK):
             conn.execute(stmt, list(chunk))
+        # The rest (nothing was created): one statement per IN chunk.
+        without = sorted({k for k in keys if k not in ids})
+        bulk = base.where(
+            create_intents.c.business_key.in_(sa.bindparam("keys", expanding=True))
+        ).values(status="resolved", resolved_at=now)
+        for key_chunk in _chunks(without, IN_CHUNK):
+            conn.execute(bulk, {"keys": list(key_chunk)})
 
     def _dead_letter(self, conn: Connection, letters: list[DeadLetter], window: str | None) -> None:
         if not letters:
