@@ -335,3 +335,20 @@ def test_property_any_faults_every_change_accounted_no_duplicates(
     for k, op in zip(keys, ops, strict=True):
         assert bool(snap.loc[k, "deleted"]) == (op == "delete")
     assert store.counts()["intents_pending"] == 0
+
+
+def test_empty_changeset_still_resolves_the_windows_pending_intents(store: SyncStateStore) -> None:
+    api = FakeContactsApi()
+    ext = [{"externalSource": {"id": SOURCE}, "value": "A"}]
+    asyncio.run(api.bulk_add([{**body_for("A", 1), "externalIds": ext}]))
+    store.add_intents(
+        [IntentWrite("A", 1, "hash-a"), IntentWrite("B", 1, "hash-b")], run_id="dead", window="w1"
+    )
+    store.add_intents([IntentWrite("C", 1, "hash-c")], run_id="dead", window="other")
+    report = run(changeset([]), api, store, window="w1")
+    assert report.resolved_intents == 2 and report.total == 0
+    assert [i.business_key for i in store.pending_intents()] == ["C"]  # another window's
+    snap = store.snapshot()
+    assert snap[["business_key", "content_hash", "crm_version"]].values.tolist() == [
+        ["A", "hash-a", 1]
+    ]
