@@ -49,7 +49,8 @@ class ContactsApi(Protocol):
         ...
 
     async def bulk_update(self, entities: Sequence[Contact]) -> list[BulkItemResult]:
-        """`POST .../bulk/contacts/update`; entities carry `id`. A vanished contact is a 404 item."""
+        """`POST .../bulk/contacts/update`; entities carry `id`.
+        A vanished contact is a 404 item."""
         ...
 
     async def bulk_remove(self, contact_ids: Sequence[str]) -> list[BulkItemResult]:
@@ -57,7 +58,8 @@ class ContactsApi(Protocol):
         ...
 
     async def lookup_by_external_id(self, source_id: str, value: str) -> Contact | None:
-        """`POST .../identifierlookup/contacts` with type ExternalId; None when no contact has it."""
+        """`POST .../identifierlookup/contacts` with type ExternalId;
+        None when no contact has it."""
         ...
 
     async def get_contact(self, contact_id: str) -> Contact | None: ...
