@@ -37,13 +37,15 @@ from crm_genesys.contacts.mapping import (
     Mapping,
 )
 from crm_genesys.contacts.masking import mask_email, mask_phone
-from crm_genesys.contacts.phones import normalize_phones
+from crm_genesys.contacts.phones import distinct_phones
 from crm_genesys.contacts.text import (
     as_text,
     clean_text,
+    factorize,
     json_string,
     normalize_emails,
     over_limit,
+    per_distinct,
     truncate_one,
 )
 
@@ -124,20 +126,31 @@ class NormalizationResult:
 
 
 class _Columns:
-    """Reads raw columns by name, refusing denied ones and noting missing ones."""
+    """Reads raw columns by name, refusing denied ones and noting missing ones.
 
-    def __init__(self, raw: pd.DataFrame, mapping: Mapping, report: NormalizationReport) -> None:
+    With `rows`, only those rows of each column are returned (RangeIndex), so a subset of a wide
+    frame is never copied whole.
+    """
+
+    def __init__(
+        self,
+        raw: pd.DataFrame,
+        mapping: Mapping,
+        report: NormalizationReport,
+        rows: np.ndarray | None = None,
+    ) -> None:
         self._raw = raw
         self._mapping = mapping
         self._report = report
+        self._rows = rows
+        self.n = len(raw) if rows is None else len(rows)
         # The first column of each (stringified) name: duplicate names must not break selection.
         self._positions: dict[str, int] = {}
         for pos, name in enumerate(raw.columns):
             self._positions.setdefault(str(name), pos)
 
     def get(self, name: str | None) -> pd.Series:
-        n = len(self._raw)
-        empty = pd.Series(np.full(n, None, dtype=object), index=self._raw.index)
+        empty = pd.Series(np.full(self.n, None, dtype=object))
         if not name:
             return empty
         if self._mapping.denial_reason(name) is not None:
@@ -149,30 +162,39 @@ class _Columns:
             if name not in self._report.missing_columns:
                 self._report.missing_columns.append(name)
             return empty
-        return self._raw.iloc[:, pos]
+        column = self._raw.iloc[:, pos]
+        if self._rows is None:
+            return column
+        return pd.Series(column.to_numpy()[self._rows], name=column.name)
 
 
-def _join_object(parts: list[tuple[str, np.ndarray]], n: int) -> np.ndarray:
-    """`{"k1":v1,"k2":v2}` per row from (key, JSON literal or None) columns in key order.
+def _fragments(key: str, literals: Any) -> np.ndarray:
+    """`,"key":literal` per value, "" where the literal is None (a member of a JSON object)."""
+    lit = np.asarray(literals, dtype=object)
+    out = np.full(len(lit), "", dtype=object)
+    present = pd.notna(lit)
+    if present.any():
+        out[present] = f',"{key}":' + lit[present]
+    return out
 
-    Rows where every literal is None get None (the object is omitted by the caller).
+
+def _kept(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`values` where `mask`, else None (object)."""
+    out = np.full(len(values), None, dtype=object)
+    out[mask] = values[mask]
+    return out
+
+
+def _join_object(fragments: list[np.ndarray], n: int) -> np.ndarray:
+    """`{member,member}` per row from `_fragments` columns in key order, one join per row.
+
+    Rows where every fragment is "" get None (the object is omitted by the caller).
     """
-    acc = np.full(n, "", dtype=object)
-    has = np.zeros(n, dtype=bool)
-    for key, values in parts:
-        present = pd.notna(values)
-        if not present.any():
-            continue
-        frag = f'"{key}":' + values[present]
-        first = present & ~has
-        later = present & has
-        sel_first = first[present]
-        acc[first] = frag[sel_first]
-        if later.any():
-            acc[later] = acc[later] + ("," + frag[~sel_first])
-        has |= present
     out = np.full(n, None, dtype=object)
-    out[has] = "{" + acc[has] + "}"
+    if fragments:
+        out[:] = [
+            "{" + s[1:] + "}" if s else None for s in map("".join, zip(*fragments, strict=True))
+        ]
     return out
 
 
@@ -201,8 +223,9 @@ def normalize(
     `workers` caps the processes used for phone numbers (None: `phones.default_workers()`).
     """
     report = NormalizationReport(rows_in=len(raw))
-    frame = raw.reset_index(drop=True)
-    n = len(frame)
+    n = len(raw)
+    # Positional work throughout: a RangeIndex without copying the (wide) frame.
+    frame = raw.set_axis(pd.RangeIndex(n), axis=0, copy=False)
     cols = _Columns(frame, mapping, report)
     used = set(mapping.column_uses())
     for name in map(str, frame.columns):
@@ -233,15 +256,15 @@ def normalize(
     candidates = np.flatnonzero(pd.isna(reason))
     superseded_mask = np.zeros(n, dtype=bool)
     if len(candidates):
-        order = pd.DataFrame(
-            {
-                "k": key.to_numpy(dtype=object)[candidates],
-                "v": version.to_numpy(dtype="int64", na_value=0)[candidates],
-                "p": candidates,
-            }
-        ).sort_values(["k", "v", "p"], kind="mergesort")
-        dup = order.duplicated("k", keep="last").to_numpy()
-        superseded_mask[order["p"].to_numpy()[dup]] = True
+        k_codes, _ = factorize(key.to_numpy(dtype=object)[candidates])
+        v = version.to_numpy(dtype="int64", na_value=0)[candidates]
+        # By key, then version, then position: the last row of each key wins.
+        order = np.lexsort((candidates, v, k_codes))
+        k_sorted = k_codes[order]
+        dup = np.empty(len(order), dtype=bool)
+        dup[:-1] = k_sorted[:-1] == k_sorted[1:]
+        dup[-1] = False
+        superseded_mask[candidates[order[dup]]] = True
     superseded = int(superseded_mask.sum())
     survivors = pd.isna(reason) & ~superseded_mask
     live_pos = np.flatnonzero(survivors & ~deleted)
@@ -253,7 +276,12 @@ def normalize(
     payload = np.full(n, "", dtype=object)
     if len(live_pos):
         live_payload, live_reason, live_detail = _normalize_live(
-            frame.iloc[live_pos].reset_index(drop=True), mapping, report, review, live_pos, workers
+            _Columns(frame, mapping, report, rows=live_pos),
+            mapping,
+            report,
+            review,
+            live_pos,
+            workers,
         )
         reason[live_pos] = live_reason
         detail[live_pos] = live_detail
@@ -302,69 +330,75 @@ def normalize(
 
 
 def _normalize_live(
-    live: pd.DataFrame,
+    cols: _Columns,
     mapping: Mapping,
     report: NormalizationReport,
     review: dict[str, np.ndarray],
     positions: np.ndarray,
     workers: int | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Payload JSON, quarantine reason and detail for each live row (positions in the window)."""
-    m = len(live)
-    cols = _Columns(live, mapping, report)
+    """Payload JSON, quarantine reason and detail for each live row (positions in the window).
+
+    Column work runs once per distinct value (`per_distinct`) and yields each field's JSON
+    member (`,"key":literal` or ""); each row's payload is then joined once.
+    """
+    m = cols.n
     reason = np.full(m, None, dtype=object)
     detail = np.full(m, "", dtype=object)
-    top: dict[str, np.ndarray] = {}
+    top: dict[str, np.ndarray] = {}  # target -> JSON member per row
 
     # Names and other scalar fields.
-    names: dict[str, pd.Series] = {}
+    names: dict[str, np.ndarray] = {}
     for target, column in mapping.fields.items():
-        values = clean_text(cols.get(column))
-        limit = SCALAR_FIELD_LIMITS[target]
-        long_mask = over_limit(values, limit)
-        if long_mask.any():
-            values = values.copy()
-            values[long_mask] = [truncate_one(v, limit) for v in values[long_mask]]
-            _bump(report.fields_truncated, target, long_mask.sum())
+        values, long_mask, member = per_distinct(
+            cols.get(column), _limited_text(target, SCALAR_FIELD_LIMITS[target])
+        )
+        _bump(report.fields_truncated, target, long_mask.sum())
         names[target] = values
-        top[target] = json_string(values).to_numpy(dtype=object)
+        top[target] = member
     for target, col in (("firstName", "first_name"), ("lastName", "last_name")):
         if target in names:
-            review[col][positions] = names[target].to_numpy(dtype=object)
+            review[col][positions] = names[target]
 
     # Country: the record's region for phones, ISO code for the address.
-    countries = (
-        resolve_countries(cols.get(mapping.country_column), mapping.country_aliases)
-        if mapping.country_column
-        else pd.Series(np.full(m, None, dtype=object))
-    )
-    raw_country = clean_text(cols.get(mapping.country_column)) if mapping.country_column else None
-    if raw_country is not None:
-        unresolved = raw_country.notna().to_numpy() & countries.isna().to_numpy()
+    if mapping.country_column:
+        aliases = mapping.country_aliases
+
+        def _country(u: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+            return (
+                clean_text(u).to_numpy(dtype=object),
+                resolve_countries(u, aliases).to_numpy(dtype=object),
+            )
+
+        country_col = cols.get(mapping.country_column)
+        raw_country, countries = per_distinct(country_col, _country)
+        unresolved = pd.notna(raw_country) & pd.isna(countries)
         report.countries_unresolved += int(unresolved.sum())
-        for v in raw_country[unresolved].unique()[:_SAMPLES]:
+        for v in pd.unique(raw_country[unresolved])[:_SAMPLES]:
             if v not in report.countries_unresolved_samples:
                 report.countries_unresolved_samples.append(str(v)[:40])
-    regions = countries.fillna(mapping.default_country)
+    else:
+        countries = np.full(m, None, dtype=object)
+    regions = pd.Series(np.where(pd.isna(countries), mapping.default_country, countries))
 
     # Phones: E.164, the same number in two slots kept once (first slot wins).
     kept: list[tuple[Any, Any]] = []
     any_phone = np.zeros(m, dtype=bool)
     for slot, column in mapping.phones.items():
         raw_col = cols.get(column)
-        res = normalize_phones(raw_col, regions, mapping.default_country, workers=workers)
-        e164 = res["e164"].to_numpy(dtype=object)
-        ext = res["extension"].to_numpy(dtype=object)
-        why = res["reason"].to_numpy(dtype=object)
-        valid = pd.notna(e164)
+        dp = distinct_phones(raw_col, regions, mapping.default_country, workers=workers)
+        e164 = dp.expand("e164")
+        ext = dp.expand("extension")
+        why = dp.expand("reason")
+        valid: np.ndarray = np.asarray(pd.notna(e164), dtype=bool)
         stats = {"present": int((pd.notna(why) | valid).sum()), "valid": int(valid.sum())}
         dup = np.zeros(m, dtype=bool)
         for prev_e, prev_x in kept:
             dup |= valid & (prev_e == e164) & (pd.isna(prev_x) & pd.isna(ext) | (prev_x == ext))
         stats["duplicate"] = int(dup.sum())
         report.phones_duplicate_slots += int(dup.sum())
-        keep = valid & ~dup
-        kept.append((np.where(keep, e164, None), np.where(keep, ext, None)))
+        keep: np.ndarray = valid & ~dup
+        kept.append((_kept(keep, e164), _kept(keep, ext)))
         any_phone |= keep
         report.phones_present += stats["present"]
         report.phones_valid += stats["valid"]
@@ -376,19 +410,30 @@ def _normalize_live(
                     if s not in samples and len(samples) < _SAMPLES:
                         samples.append(s)
         report.phones_by_slot[slot] = stats
-        review[_REVIEW_PHONE[slot]][positions] = np.where(keep, e164, None)
-        literal = np.full(m, None, dtype=object)
+        review[_REVIEW_PHONE[slot]][positions] = _kept(keep, e164)
+        member = np.full(m, "", dtype=object)
         if keep.any():
-            ext_kept = np.where(keep, ext, None)
-            display = pd.Series(np.where(keep, e164, None), dtype=object)
-            country = pd.Series(np.where(keep, res["region"].to_numpy(object), None), dtype=object)
-            parts = [
-                ("display", json_string(display).to_numpy(object)),
-                ("extension", np.array([None if x is None else str(x) for x in ext_kept], object)),
-                ("normalizationCountryCode", json_string(country).to_numpy(object)),
-            ]
-            literal = _join_object(parts, m)
-        top[slot] = literal
+            # The PhoneNumber object once per distinct number, broadcast to the rows keeping it.
+            table = dp.table
+            literal = _join_object(
+                [
+                    _fragments("display", json_string(table["e164"]).to_numpy(object)),
+                    _fragments(
+                        "extension",
+                        [None if x is None else str(x) for x in table["extension"].tolist()],
+                    ),
+                    _fragments(
+                        "normalizationCountryCode",
+                        json_string(table["region"].where(table["e164"].notna(), None)).to_numpy(
+                            object
+                        ),
+                    ),
+                ],
+                len(table),
+            )
+            member_u = np.append(_fragments(slot, literal), np.array([""], dtype=object))
+            member = np.where(keep, member_u[dp.codes], "")
+        top[slot] = member
 
     # E-mails.
     any_email = np.zeros(m, dtype=bool)
@@ -408,28 +453,29 @@ def _normalize_live(
                 if s not in samples and len(samples) < _SAMPLES:
                     samples.append(s)
         review[_REVIEW_EMAIL[eslot]][positions] = email
-        top[eslot] = json_string(pd.Series(email, dtype=object)).to_numpy(dtype=object)
+        top[eslot] = _fragments(eslot, json_string(pd.Series(email, dtype=object)).to_numpy(object))
 
     # Address.
-    addr_parts: list[tuple[str, np.ndarray]] = []
+    addr_parts: list[np.ndarray] = []
     for atarget, column in sorted(mapping.address.items()):
         addr_key = str(atarget)
-        values = clean_text(cols.get(column))
-        if addr_key == "countryCode" and column == mapping.country_column:
-            # The ISO code when the CRM's spelling is known, else the CRM's text as is.
-            values = countries.where(countries.notna(), values)
-        limit = ADDRESS_FIELD_LIMITS[addr_key]
-        long_mask = over_limit(values, limit)
-        if long_mask.any():
-            values = values.copy()
-            values[long_mask] = [truncate_one(v, limit) for v in values[long_mask]]
-            _bump(report.fields_truncated, f"address.{addr_key}", long_mask.sum())
-        addr_parts.append((addr_key, json_string(values).to_numpy(dtype=object)))
+        resolve = addr_key == "countryCode" and column == mapping.country_column
+        _, long_mask, member = per_distinct(
+            cols.get(column),
+            _limited_text(
+                addr_key,
+                ADDRESS_FIELD_LIMITS[addr_key],
+                # The ISO code when the CRM's spelling is known, else the CRM's text as is.
+                country_aliases=mapping.country_aliases if resolve else None,
+            ),
+        )
+        _bump(report.fields_truncated, f"address.{addr_key}", long_mask.sum())
+        addr_parts.append(member)
     if addr_parts:
-        top["address"] = _join_object(addr_parts, m)
+        top["address"] = _fragments("address", _join_object(addr_parts, m))
 
     # Custom fields.
-    custom_parts: list[tuple[str, np.ndarray]] = []
+    custom_parts: list[np.ndarray] = []
     field_quarantine: dict[str, np.ndarray] = {}
     for f in sorted(mapping.custom_field_list(), key=lambda f: f.key):
         outcome = coerce_custom_field(cols.get(f.spec.column), f.spec)
@@ -440,15 +486,15 @@ def _normalize_live(
         _bump(report.fields_rejected, ctarget, rejected.sum())
         if outcome.quarantine.any():
             field_quarantine[f.key] = outcome.quarantine
-        custom_parts.append((f.key, outcome.json))
+        custom_parts.append(_fragments(f.key, outcome.json))
     if custom_parts:
-        top["customFields"] = _join_object(custom_parts, m)
+        top["customFields"] = _fragments("customFields", _join_object(custom_parts, m))
 
     # Quarantine: one reason per row, in this order.
     has_name = np.zeros(m, dtype=bool)
     for target in ("firstName", "lastName"):
         if target in names:
-            has_name |= names[target].notna().to_numpy()
+            has_name |= pd.notna(names[target])
     if not mapping.fields.keys() & {"firstName", "lastName"}:
         has_name[:] = True  # a registry without names cannot require them
     open_ = pd.isna(reason)
@@ -461,6 +507,26 @@ def _normalize_live(
         r = pd.isna(reason) & mask
         reason[r], detail[r] = "custom_field_rejected", f"customFields.{fkey} broke its rule"
 
-    payload = _join_object([(k, top[k]) for k in sorted(top)], m)
-    payload = np.where(pd.isna(payload), "{}", payload)
+    payload = _join_object([top[k] for k in sorted(top)], m)
+    payload[pd.isna(payload)] = "{}"
     return payload, reason, detail
+
+
+def _limited_text(key: str, limit: int, *, country_aliases: dict[str, str] | None = None) -> Any:
+    """The chain of a text field, for `per_distinct`: cleaned values, over-limit mask (values
+    truncated to the limit) and the JSON member. With `country_aliases`, a country column: the
+    ISO code where the spelling is known."""
+
+    def chain(u: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        values = clean_text(u)
+        if country_aliases is not None:
+            countries = resolve_countries(u, country_aliases)
+            values = countries.where(countries.notna(), values)
+        long_mask = over_limit(values, limit)
+        if long_mask.any():
+            values = values.copy()
+            values[long_mask] = [truncate_one(v, limit) for v in values[long_mask]]
+        member = _fragments(key, json_string(values).to_numpy(dtype=object))
+        return values.to_numpy(dtype=object), long_mask, member
+
+    return chain

@@ -34,7 +34,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import phonenumbers
+from pandas.api.types import infer_dtype
 from phonenumbers import PhoneMetadata
+
+from crm_genesys.contacts.text import factorize
 
 # Below this many distinct values a second process costs more (start-up, pickling) than it saves.
 PARALLEL_MIN_DISTINCT = 400_000
@@ -508,6 +511,80 @@ def default_workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
+@dataclass
+class DistinctPhones:
+    """A phone column resolved once per distinct (value, region): `codes` per row (-1 for a blank
+    value) into `table` (columns `e164`, `extension`, `region`, `reason`, one row per distinct)."""
+
+    codes: np.ndarray
+    table: pd.DataFrame
+
+    def expand(self, column: str) -> np.ndarray:
+        values = np.append(self.table[column].to_numpy(dtype=object), np.array([None], object))
+        return values[self.codes]
+
+
+def _phone_texts(values: np.ndarray) -> np.ndarray:
+    """`_text` of every value (object: str or None)."""
+    if infer_dtype(values, skipna=True) in ("string", "empty"):
+        out = values.copy()
+        out[pd.isna(values)] = None
+        return out
+    out = np.empty(len(values), dtype=object)
+    out[:] = [v if type(v) is str else _text(v) for v in values]
+    return out
+
+
+def distinct_phones(
+    raw: pd.Series, regions: pd.Series, default_region: str, workers: int | None = None
+) -> DistinctPhones:
+    """`normalize_phones` before broadcasting to rows (same contract)."""
+    values = raw.to_numpy(dtype=object, na_value=None)
+    regs = regions.to_numpy(dtype=object, na_value=None)
+    texts = _phone_texts(values)
+    n = len(values)
+    codes = np.full(n, -1, dtype=np.intp)
+    text_s = pd.Series(texts, dtype=object)
+    stripped = text_s.str.strip()
+    present = (stripped.str.len() > 0).to_numpy(dtype=bool, na_value=False)
+    if not present.any():
+        empty = pd.DataFrame({c: pd.Series([], dtype=object) for c in _PHONE_COLUMNS})
+        return DistinctPhones(codes=codes, table=empty)
+    pos = np.flatnonzero(present)
+    # Region only matters for numbers written without '+': sharing it widens the dedup.
+    plus = stripped[present].str.startswith("+").to_numpy(dtype=bool)
+    reg_sub = regs[pos].copy()
+    reg_sub[pd.isna(reg_sub)] = default_region
+    reg_sub[plus] = ""
+    t_codes, t_uniques = factorize(texts[pos])
+    r_codes, r_uniques = factorize(reg_sub)
+    pair = t_codes.astype(np.int64) * max(1, len(r_uniques)) + r_codes
+    p_codes, p_uniques = pd.factorize(pair)
+    p_uniques = np.asarray(p_uniques, dtype=np.int64)
+    u_texts = t_uniques[p_uniques // max(1, len(r_uniques))].tolist()
+    u_regs = [r or default_region for r in r_uniques[p_uniques % max(1, len(r_uniques))].tolist()]
+    e, x, r, why = _resolve_parallel(u_texts, u_regs, default_region, workers)
+    table = pd.DataFrame(
+        {
+            "e164": np.asarray(e, dtype=object),
+            "extension": _objects(x),
+            "region": np.asarray(r, dtype=object),
+            "reason": np.asarray(why, dtype=object),
+        }
+    )
+    codes[pos] = p_codes
+    return DistinctPhones(codes=codes, table=table)
+
+
+_PHONE_COLUMNS = ("e164", "extension", "region", "reason")
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
 def normalize_phones(
     raw: pd.Series, regions: pd.Series, default_region: str, workers: int | None = None
 ) -> pd.DataFrame:
@@ -520,40 +597,8 @@ def normalize_phones(
     Distinct values are resolved once; above `PARALLEL_MIN_DISTINCT` of them the work is split
     over `workers` processes (default `default_workers()`).
     """
-    index = raw.index
-    values = raw.to_numpy(dtype=object, na_value=None)
-    regs = regions.to_numpy(dtype=object, na_value=None)
-    texts: list[str | None] = [v if type(v) is str else _text(v) for v in values]
-    present = [i for i, t in enumerate(texts) if t is not None and t.strip()]
-    n = len(values)
-    out_e164 = np.full(n, None, dtype=object)
-    out_ext = np.full(n, None, dtype=object)
-    out_reg = np.full(n, None, dtype=object)
-    out_reason = np.full(n, None, dtype=object)
-    if present:
-        # Region only matters for numbers written without '+': sharing it widens the dedup.
-        keys = pd.DataFrame(
-            {
-                "t": [texts[i] for i in present],
-                "r": [
-                    "" if (texts[i] or "").lstrip().startswith("+") else (regs[i] or default_region)
-                    for i in present
-                ],
-            }
-        )
-        codes, uniques = pd.factorize(pd.MultiIndex.from_frame(keys))
-        u_texts = [t for t, _ in uniques]
-        u_regs = [r or default_region for _, r in uniques]
-        e, x, r, why = _resolve_parallel(u_texts, u_regs, default_region, workers)
-        pos = np.asarray(present)
-        out_e164[pos] = np.asarray(e, dtype=object)[codes]
-        out_ext[pos] = np.asarray(x, dtype=object)[codes]
-        out_reg[pos] = np.asarray(r, dtype=object)[codes]
-        out_reason[pos] = np.asarray(why, dtype=object)[codes]
-    return pd.DataFrame(
-        {"e164": out_e164, "extension": out_ext, "region": out_reg, "reason": out_reason},
-        index=index,
-    )
+    d = distinct_phones(raw, regions, default_region, workers)
+    return pd.DataFrame({c: d.expand(c) for c in _PHONE_COLUMNS}, index=raw.index)
 
 
 def normalize_phone(raw: Any, region: str | None = None, default_region: str = "US") -> PhoneResult:

@@ -3,6 +3,13 @@
 Every function takes and returns pandas objects aligned on the input index, never raises on any
 value (bytes, numbers, NaN, lone surrogates, huge strings) and does the costly work only on the
 values that need it: plain printable ASCII takes a vectorised fast path.
+
+CRM columns repeat a handful of values (cities, titles, tiers, notes): `distinct_text` factorizes
+a column into codes and its distinct values as text, so that element-wise work (`clean_text`,
+`json_string`, `strip_html`, a whole chain of them) runs once per distinct value and is broadcast
+back by the codes. Columns of mostly distinct values (e-mails, identifiers) skip the factorization,
+which would cost more than it saves. Results are identical either way: every function here is
+element-wise.
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ import json
 import math
 import re
 import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -75,6 +84,104 @@ def as_text(values: pd.Series) -> pd.Series:
     )
 
 
+# Below this many rows a column is processed value by value (factorizing costs more).
+DISTINCT_MIN_ROWS = 4096
+# A column whose evenly spaced sample of this many values is more than this share distinct is
+# processed value by value.
+_DISTINCT_SAMPLE = 2048
+_DISTINCT_MAX_SHARE = 0.5
+# Value kinds (pandas `infer_dtype`) whose equal values always have the same `to_text`, so the
+# raw values can be factorized before conversion. Not "mixed-integer-float" (10**17 == 1e17 but
+# their texts differ), nor mixed kinds (True == 1), nor Decimal ("1.5" == "1.50").
+_FACTORIZE_RAW = frozenset({"string", "integer", "floating", "boolean", "bytes"})
+
+
+@dataclass
+class Distinct:
+    """A column as `codes` (one per row, intp) into `values` (its distinct values as text, a
+    RangeIndex object Series, None for a null included). `expand` broadcasts per-value results
+    back to rows."""
+
+    codes: np.ndarray
+    values: pd.Series
+
+    def expand(self, per_value: Any) -> np.ndarray:
+        arr = np.asarray(per_value)
+        if arr.dtype != bool:
+            arr = np.asarray(per_value, dtype=object)
+        return arr[self.codes]
+
+
+def factorize(values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Like `pd.factorize` (codes, -1 for nulls, and distinct values in order of appearance) for
+    an object array of hashable scalars, by Python equality. pandas' string hash table cuts a
+    string at its first NUL character, so it would take "\\x00abc" and "" for one value."""
+    arr = np.asarray(values, dtype=object)
+    codes = np.full(len(arr), -1, dtype=np.intp)
+    present = ~pd.isna(arr)
+    seen: dict[Any, int] = {}
+    if present.any():
+        setdefault = seen.setdefault
+        codes[present] = np.array([setdefault(v, len(seen)) for v in arr[present]], dtype=np.intp)
+    uniques = np.empty(len(seen), dtype=object)
+    uniques[:] = list(seen)
+    return codes, uniques
+
+
+def _mostly_distinct(arr: np.ndarray) -> bool:
+    step = max(1, len(arr) // _DISTINCT_SAMPLE)
+    sample = arr[::step]
+    return len(pd.unique(sample)) > _DISTINCT_MAX_SHARE * len(sample)
+
+
+def distinct_text(values: pd.Series, *, force: bool = False) -> Distinct | None:
+    """`values` as text (as `as_text` gives it), factorized; None when the column is too short or
+    mostly distinct to be worth it (unless `force`)."""
+    if not force and len(values) < DISTINCT_MIN_ROWS:
+        return None
+    arr = values.to_numpy(dtype=object)
+    kind = infer_dtype(arr, skipna=True)
+    raw = kind in _FACTORIZE_RAW or kind == "empty"
+    if not raw:
+        # Anything else (mixed kinds, unhashable lists, Decimals, dates): to text first.
+        arr = as_text(values).to_numpy(dtype=object)
+    if not force and _mostly_distinct(arr):
+        return None
+    codes, texts = factorize(arr)
+    if raw and kind != "string":
+        texts = np.array([to_text(v) for v in texts] + [None], dtype=object)[:-1]
+    null = codes < 0
+    if null.any():
+        codes[null] = len(texts)
+        texts = np.append(texts, np.array([None], dtype=object))
+    return Distinct(codes=codes, values=pd.Series(texts, dtype=object))
+
+
+def per_distinct(
+    values: pd.Series, fn: Callable[[pd.Series], tuple[Any, ...]], *, force: bool = False
+) -> tuple[np.ndarray, ...]:
+    """`fn` (element-wise: text Series -> tuple of per-value arrays) over the distinct values of
+    `values`, broadcast back to rows; over the rows themselves when factorizing does not pay."""
+    d = distinct_text(values, force=force)
+    if d is None:
+        return tuple(
+            a if isinstance(a, np.ndarray) else np.asarray(a, dtype=object)
+            for a in fn(as_text(values))
+        )
+    return tuple(d.expand(a) for a in fn(d.values))
+
+
+def _series_per_distinct(
+    values: pd.Series, fn: Callable[[pd.Series], pd.Series]
+) -> pd.Series | None:
+    d = distinct_text(values)
+    if d is None:
+        return None
+    return pd.Series(
+        d.expand(fn(d.values).to_numpy(dtype=object)), index=values.index, dtype=object
+    )
+
+
 def clean_one(value: str, keep_newlines: bool) -> str | None:
     v = unicodedata.normalize("NFC", value)
     if keep_newlines:
@@ -93,6 +200,11 @@ def clean_one(value: str, keep_newlines: bool) -> str | None:
 def clean_text(values: pd.Series, *, keep_newlines: bool = False) -> pd.Series:
     """NFC, control and invisible formatting characters removed, whitespace runs collapsed,
     trimmed; blank becomes None. `keep_newlines` keeps line structure (for textarea fields)."""
+    once = _series_per_distinct(values, lambda u: _clean_rows(u, keep_newlines))
+    return once if once is not None else _clean_rows(values, keep_newlines)
+
+
+def _clean_rows(values: pd.Series, keep_newlines: bool) -> pd.Series:
     text = as_text(values)
     present = text.notna().to_numpy()
     if not present.any():
@@ -127,6 +239,11 @@ def _strip_html_one(value: str) -> str:
 def strip_html(values: pd.Series) -> pd.Series:
     """Markup removed (scripts/styles/comments dropped, block ends become line breaks, entities
     decoded). Values without `<` or `&` are returned untouched. Clean the result afterwards."""
+    once = _series_per_distinct(values, _strip_html_rows)
+    return once if once is not None else _strip_html_rows(values)
+
+
+def _strip_html_rows(values: pd.Series) -> pd.Series:
     present = values.notna().to_numpy()
     if not present.any():
         return values
@@ -173,6 +290,11 @@ def over_limit(values: pd.Series, limit: int) -> np.ndarray:
 
 def json_string(values: pd.Series) -> pd.Series:
     """Each non-null str as its JSON literal, exactly as `json.dumps(v, ensure_ascii=False)`."""
+    once = _series_per_distinct(values, _json_rows)
+    return once if once is not None else _json_rows(values)
+
+
+def _json_rows(values: pd.Series) -> pd.Series:
     present = values.notna().to_numpy()
     out = pd.Series(np.full(len(values), None, dtype=object), index=values.index)
     if not present.any():
