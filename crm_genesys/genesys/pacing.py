@@ -157,6 +157,8 @@ class Pacer:
     def on_response(self, permit: Permit, status: int, headers: Mapping[str, str]) -> None:
         """Learn from a response: rate-limit headers always, AIMD from its status."""
         now = self._clock()
+        # httpx.Headers is case-insensitive; a plain mapping may not be.
+        headers = {k.lower(): v for k, v in headers.items()}
         self._observe_headers(now, headers)
         if status == 429:
             self._on_429(permit, now, headers)
@@ -196,7 +198,7 @@ class Pacer:
         self._paused_until = max(self._paused_until, now + pause)
         self._level = 0.0
         self._last_refill = max(self._last_refill, now)
-        if permit.sent_at >= self._last_decrease:
+        if permit.sent_at > self._last_decrease:
             self._rate = max(_MIN_RATE_SHARE * self._full_rate, self._rate / 2)
             self._last_decrease = now
             logger.warning(

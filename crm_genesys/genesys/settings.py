@@ -8,7 +8,7 @@
 | `GENESYS_CLIENT_ID`, `GENESYS_CLIENT_SECRET` | client-credentials OAuth client |
 | `GENESYS_RATE_LIMIT_PER_MINUTE` | the request budget of the token (300) |
 | `GENESYS_BATCH_SIZE` | entities per bulk request (100) |
-| `GENESYS_MAX_IN_FLIGHT` | requests in flight at once (8) |
+| `GENESYS_MAX_IN_FLIGHT` | requests in flight at once (16) |
 
 Real Genesys is used only when client id and secret are both set (`genesys_configured`);
 otherwise the project runs its embedded emulator.
@@ -81,7 +81,7 @@ class GenesysSettings:
     client_secret: Secret = field(repr=True)
     rate_limit_per_minute: int = 300
     batch_size: int = 100
-    max_in_flight: int = 8
+    max_in_flight: int = 16
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     write_timeout: float = 30.0
