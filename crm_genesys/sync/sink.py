@@ -14,6 +14,11 @@ Contract (`apply_changes`):
 - State writes are monotonic per key (enforced in SQL by the store), and a change older than
   state at apply time is skipped as stale.
 - An update that finds its contact gone (404) re-creates it; a delete that finds nothing is done.
+
+Assumption: one sync at a time writes a given business key (the `genesys_api` concurrency pool
+of the Dagster deployment). Pending intents are resolved whichever run wrote them, so a run that
+is alive while another starts could have its in-flight create looked up too early. State writes
+stay monotonic regardless: an older window never overwrites a newer one.
 """
 
 from __future__ import annotations
