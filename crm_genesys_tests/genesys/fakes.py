@@ -44,13 +44,16 @@ class VirtualClockSelector(selectors.DefaultSelector):
         return []
 
 
-def run_virtual(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> tuple[T, float]:
+def run_virtual(
+    coro_factory: Callable[[], Coroutine[Any, Any, T]],
+    selector: VirtualClockSelector | None = None,
+) -> tuple[T, float]:
     """Run a coroutine on an event loop whose clock is virtual; return (result, virtual secs).
 
     `loop.time()` (used by asyncio.sleep and timeouts) is the virtual clock, so code given
     `clock=loop.time` and `sleep=asyncio.sleep` runs minutes of pacing in milliseconds.
     """
-    selector = VirtualClockSelector()
+    selector = selector or VirtualClockSelector()
 
     def factory() -> asyncio.AbstractEventLoop:
         loop = asyncio.SelectorEventLoop(selector)
@@ -60,6 +63,20 @@ def run_virtual(coro_factory: Callable[[], Coroutine[Any, Any, T]]) -> tuple[T, 
     with asyncio.Runner(loop_factory=factory) as runner:
         result = runner.run(coro_factory())
     return result, selector.now
+
+
+class VirtualEmulatorClock:
+    """The emulator's `Clock` protocol on the virtual loop's time (epoch-like offset)."""
+
+    def __init__(self, selector: VirtualClockSelector) -> None:
+        self._selector = selector
+
+    def time(self) -> float:
+        return 1_700_000_000.0 + self._selector.now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            await asyncio.sleep(seconds)
 
 
 def basic(client_id: str, secret: str) -> str:
