@@ -82,7 +82,8 @@ async def check_connection(
     """Verify credentials (a token), the region (the login host answers and accepts them) and
     the read permissions the sync needs; say in plain words what is missing. Never raises for
     a platform answer: every problem becomes a FAIL step."""
-    quick = replace(settings, retry_attempts=3, retry_max_elapsed=20.0)
+    # A check answers in seconds: few, short retries.
+    quick = replace(settings, retry_attempts=3, retry_max_elapsed=20.0, retry_initial_delay=0.2)
     report = CheckReport(settings.api_base_url, settings.login_base_url, settings.region_name)
     async with GenesysClient(quick, transport=transport) as client:
         started = time.monotonic()

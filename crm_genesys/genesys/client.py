@@ -126,7 +126,13 @@ class GenesysClient:
             refresh_margin=settings.token_refresh_margin,
             clock=clock,
             retry=RetryPolicy(
-                attempts=4, max_elapsed=60.0, clock=clock, sleep=sleep, rng=self._retry.rng
+                attempts=4,
+                max_elapsed=60.0,
+                initial_delay=settings.retry_initial_delay,
+                max_delay=settings.retry_max_delay,
+                clock=clock,
+                sleep=sleep,
+                rng=self._retry.rng,
             ),
         )
         self.metrics = ClientMetrics(settings.rate_limit_per_minute, clock=clock)

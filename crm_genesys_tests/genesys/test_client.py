@@ -15,6 +15,7 @@ import pytest
 from crm_genesys.genesys.client import GenesysClient
 from crm_genesys.genesys.errors import AuthError, PermissionDeniedError, RateLimitedError
 from crm_genesys.genesys.settings import GenesysSettings
+from crm_genesys.genesys.types import ContactsApi
 from crm_genesys_tests.genesys.fakes import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -69,6 +70,8 @@ def test_bulk_add_update_remove_round_trip_with_shuffled_results() -> None:
     keys = [f"K{i:04d}" for i in range(250)]
 
     async def body(client: GenesysClient) -> None:
+        api: ContactsApi = client  # the sink's contract, checked by mypy
+        assert api is client
         added = await client.bulk_add([contact(k) for k in keys])
         assert [r.success for r in added] == [True] * len(keys)
         # Results come back shuffled; request order and ExternalId matching must hold.
