@@ -1,6 +1,7 @@
 """Benchmark: normalize + validate + diff on N messy CRM rows, against a naive baseline.
 
     python -m benchmarks.bench_normalize [--rows N] [--naive-sample M] [--seed S] [--workers W]
+                                         [--db PATH] [--no-pipeline]
 
 Rows are generated in-process (vectorised, seeded) with mess like the demo CRM's: phones of ten
 countries in many formats (E.164, national with trunk prefix, 00/011 prefixes, extensions,
@@ -9,15 +10,27 @@ in the same process: `normalize`, pandera validation, `diff` against an empty an
 snapshot, and the naive implementation (a row-wise `apply` calling phonenumbers for two phone
 columns and lower-casing e-mails) on a sample, extrapolated to N and labelled as such. Prints a
 table and writes `benchmarks/results/normalize.json`.
+
+The pipeline part (skipped with `--no-pipeline`) measures the local pipeline end to end on a demo
+CRM of N rows (`crm.demo.generate_demo_crm(rows=N, seed=S, windows=12)`, written to `--db` or a
+temporary directory; an existing `--db` of the right size is reused): `SqlCrmSource.extract` over
+the whole generated range, `normalize`, pandera validation and `diff` against an empty snapshot,
+in a fresh child process so that its peak RSS is its own (sampled every 20 ms, with and without
+the phone worker processes). The raw frame is released once normalized, as the asset would be.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
+import multiprocessing
 import platform
+import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +46,8 @@ from crm_genesys.contacts.normalize import normalize
 from crm_genesys.settings import DEMO_MAPPING
 
 RESULTS = Path(__file__).parent / "results" / "normalize.json"
+DEMO_NOW = datetime(2024, 6, 1, 12, 34, tzinfo=UTC)
+DEMO_WINDOWS = 12
 
 # (region, calling code, trunk prefix, national significant number template of valid numbers)
 _PLANS = [
@@ -191,17 +206,28 @@ def naive_normalize(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 class _PeakRss:
-    """Peak resident memory of this process (sampled every 20 ms, plus psutil's own peak)."""
+    """Peak resident memory of this process (sampled every 20 ms), and of it together with its
+    child processes (the phone workers)."""
 
     def __init__(self) -> None:
         self._proc = psutil.Process()
         self.peak = self._proc.memory_info().rss
+        self.peak_with_children = self.peak
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        own = self._proc.memory_info().rss
+        total = own
+        for child in self._proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):  # a worker that just exited
+                total += child.memory_info().rss
+        self.peak = max(self.peak, own)
+        self.peak_with_children = max(self.peak_with_children, total)
+
     def _run(self) -> None:
         while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self._sample()
 
     def __enter__(self) -> _PeakRss:
         self._thread.start()
@@ -210,7 +236,7 @@ class _PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
+        self._sample()
 
 
 def _timed(fn: Any) -> tuple[Any, float]:
@@ -279,6 +305,128 @@ def run(rows: int, naive_sample: int, seed: int, workers: int | None) -> dict[st
     }
 
 
+def _make_demo(path: Path, rows: int, seed: int) -> None:
+    from crm_genesys.crm.demo import generate_demo_crm
+
+    generate_demo_crm(path, rows=rows, seed=seed, now=DEMO_NOW, windows=DEMO_WINDOWS)
+
+
+def _demo_db(path: Path, rows: int, seed: int) -> float | None:
+    """A demo CRM of `rows` rows at `path` (generated in a child process unless one is there).
+    Returns the generation time, or None when an existing file was reused."""
+    from crm_genesys.crm.demo import read_demo_meta
+
+    if path.exists():
+        try:
+            meta = read_demo_meta(path)
+            if meta.rows == rows and meta.seed == seed and meta.windows == DEMO_WINDOWS:
+                return None
+        except Exception:  # not a demo CRM: regenerate
+            pass
+    ctx = multiprocessing.get_context("spawn")
+    started = time.perf_counter()
+    child = ctx.Process(target=_make_demo, args=(path, rows, seed))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise RuntimeError(f"demo CRM generation failed (exit code {child.exitcode})")
+    return time.perf_counter() - started
+
+
+def _pipeline_child(db: str, workers: int | None, conn: Any) -> None:
+    conn.send(_pipeline(Path(db), workers))
+    conn.close()
+
+
+def _pipeline(db: Path, workers: int | None) -> dict[str, Any]:
+    """extract (whole range) + normalize + validate + diff on the demo CRM at `db`."""
+    from crm_genesys.crm.demo import read_demo_meta
+    from crm_genesys.crm.source import SqlCrmSource
+
+    mapping = load_mapping(DEMO_MAPPING)
+    meta = read_demo_meta(db)
+    src = mapping.source
+    source = SqlCrmSource(
+        f"sqlite:///{db}",
+        src.table,
+        src.modified_column,
+        src.deleted_column,
+        src.internal_id_column,
+    )
+    with _PeakRss() as rss:
+        started = time.perf_counter()
+        raw, t_extract = _timed(lambda: source.extract(meta.first_window_start, meta.end))
+        rows = len(raw)
+        t = time.perf_counter()
+        result = normalize(raw, mapping, workers=workers)
+        t_norm = time.perf_counter() - t
+        del raw  # the asset hands the raw frame on and lets it go
+        gc.collect()
+        _, t_valid = _timed(lambda: validate_contacts(result.contacts))
+        cs, t_diff = _timed(lambda: diff(result.contacts, empty_snapshot()))
+        wall = time.perf_counter() - started
+    source.dispose()
+    return {
+        "rows": rows,
+        "seconds": {
+            "extract": round(t_extract, 3),
+            "normalize": round(t_norm, 3),
+            "validate": round(t_valid, 3),
+            "diff_empty_snapshot": round(t_diff, 3),
+            "wall": round(wall, 3),
+        },
+        "rows_per_second": {
+            "normalize": round(rows / t_norm),
+            "wall": round(rows / wall),
+        },
+        "peak_rss_mib": round(rss.peak / 2**20, 1),
+        "peak_rss_with_workers_mib": round(rss.peak_with_children / 2**20, 1),
+        "outcome": {
+            "contacts": len(result.contacts),
+            "quarantined": len(result.quarantine),
+            "superseded": result.superseded,
+            "diff": cs.counts(),
+        },
+    }
+
+
+def run_pipeline(rows: int, seed: int, workers: int | None, db: Path | None) -> dict[str, Any]:
+    """The pipeline measurement in a fresh spawned process (its peak RSS is its own)."""
+    with tempfile.TemporaryDirectory(prefix="bench_normalize_") as tmp:
+        path = db if db is not None else Path(tmp) / "demo_crm.sqlite"
+        t_gen = _demo_db(path, rows, seed)
+        ctx = multiprocessing.get_context("spawn")
+        parent, child_conn = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_pipeline_child, args=(str(path), workers, child_conn))
+        child.start()
+        child_conn.close()
+        out: dict[str, Any] = parent.recv()
+        child.join()
+    out["db"] = str(db) if db is not None else "temporary"
+    out["generate_db_seconds"] = None if t_gen is None else round(t_gen, 3)
+    return out
+
+
+def _print_pipeline(p: dict[str, Any]) -> None:
+    s = p["seconds"]
+    print(f"\npipeline on the demo CRM: {p['rows']:,} rows (SQLite, SqlCrmSource.extract)")
+    print(f"{'step':<40} {'seconds':>9} {'rows/s':>12}")
+    for name, key in (
+        ("extract (whole range)", "extract"),
+        ("normalize", "normalize"),
+        ("pandera validate", "validate"),
+        ("diff vs empty snapshot", "diff_empty_snapshot"),
+        ("extract + normalize + validate + diff", "wall"),
+    ):
+        sec = s[key]
+        print(f"{name:<40} {sec:>9.2f} {p['rows'] / sec:>12,.0f}")
+    print(
+        f"peak RSS: {p['peak_rss_mib']:,} MiB "
+        f"({p['peak_rss_with_workers_mib']:,} MiB with phone worker processes)"
+    )
+    print(f"outcome: {json.dumps(p['outcome'])}")
+
+
 def _print(res: dict[str, Any]) -> None:
     s = res["seconds"]
     rows = res["rows"]
@@ -309,9 +457,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--db", type=Path, default=None, help="demo CRM file (kept; reused)")
+    parser.add_argument("--no-pipeline", action="store_true", help="skip the demo CRM pipeline")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     res = run(args.rows, args.naive_sample, args.seed, args.workers)
     _print(res)
+    if not args.no_pipeline:
+        res["pipeline"] = run_pipeline(args.rows, args.seed, args.workers, args.db)
+        _print_pipeline(res["pipeline"])
+    res["benchmark_seconds"] = round(time.perf_counter() - started, 1)
+    print(f"benchmark took {res['benchmark_seconds']} s")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     print(f"written {args.output}")

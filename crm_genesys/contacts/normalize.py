@@ -185,16 +185,18 @@ def _kept(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _join_object(fragments: list[np.ndarray], n: int) -> np.ndarray:
+def _join_object(fragments: list[np.ndarray], n: int, key: str | None = None) -> np.ndarray:
     """`{member,member}` per row from `_fragments` columns in key order, one join per row.
 
-    Rows where every fragment is "" get None (the object is omitted by the caller).
+    Rows where every fragment is "" get None (the object is omitted by the caller). With `key`,
+    the object comes as a member itself (`,"key":{...}`, "" when omitted), built in one step.
     """
-    out = np.full(n, None, dtype=object)
+    empty = None if key is None else ""
+    head = "{" if key is None else f',"{key}":{{'
+    out = np.full(n, empty, dtype=object)
     if fragments:
-        out[:] = [
-            "{" + s[1:] + "}" if s else None for s in map("".join, zip(*fragments, strict=True))
-        ]
+        joined = map("".join, zip(*fragments, strict=True))
+        out[:] = [head + s[1:] + "}" if s else empty for s in joined]
     return out
 
 
@@ -472,7 +474,7 @@ def _normalize_live(
         _bump(report.fields_truncated, f"address.{addr_key}", long_mask.sum())
         addr_parts.append(member)
     if addr_parts:
-        top["address"] = _fragments("address", _join_object(addr_parts, m))
+        top["address"] = _join_object(addr_parts, m, key="address")
 
     # Custom fields.
     custom_parts: list[np.ndarray] = []
@@ -488,7 +490,7 @@ def _normalize_live(
             field_quarantine[f.key] = outcome.quarantine
         custom_parts.append(_fragments(f.key, outcome.json))
     if custom_parts:
-        top["customFields"] = _fragments("customFields", _join_object(custom_parts, m))
+        top["customFields"] = _join_object(custom_parts, m, key="customFields")
 
     # Quarantine: one reason per row, in this order.
     has_name = np.zeros(m, dtype=bool)
@@ -507,7 +509,9 @@ def _normalize_live(
         r = pd.isna(reason) & mask
         reason[r], detail[r] = "custom_field_rejected", f"customFields.{fkey} broke its rule"
 
-    payload = _join_object([top[k] for k in sorted(top)], m)
+    members = [top.pop(k) for k in sorted(top)]
+    payload = _join_object(members, m)
+    del members
     payload[pd.isna(payload)] = "{}"
     return payload, reason, detail
 
