@@ -18,9 +18,10 @@ import hashlib
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import infer_dtype
 
 from crm_genesys.contacts.mapping import BusinessKeySpec
-from crm_genesys.contacts.text import clean_text, to_text, utf16_length
+from crm_genesys.contacts.text import clean_text, distinct_text, utf16_length
 
 KEY_MAX_LENGTH = 255
 _HEAD = 80  # characters of a hashed key kept readable (80 astral chars = 160 units, + 66)
@@ -72,13 +73,21 @@ def crm_versions(values: pd.Series) -> pd.Series:
         stamps = pd.to_datetime(values, utc=True)
     else:
         obj = values.astype(object)
-        # Numbers are not versions here (seconds? millis? a counter?): refuse rather than guess.
-        kinds = np.array(
-            [isinstance(v, (int, float, np.integer, np.floating, bool)) for v in obj.to_numpy()],
-            dtype=bool,
-        )
-        text = obj.where(~kinds, None)
-        is_str = np.array([isinstance(v, str) for v in text.to_numpy()], dtype=bool)
+        if infer_dtype(obj, skipna=True) == "string":
+            # Text only (the usual case): the checks below, without a pass per value.
+            text = obj.where(obj.notna(), None)
+            is_str = text.notna().to_numpy()
+        else:
+            # Numbers are not versions here (seconds? millis? a counter?): refuse, not guess.
+            kinds = np.array(
+                [
+                    isinstance(v, (int, float, np.integer, np.floating, bool))
+                    for v in obj.to_numpy()
+                ],
+                dtype=bool,
+            )
+            text = obj.where(~kinds, None)
+            is_str = np.array([isinstance(v, str) for v in text.to_numpy()], dtype=bool)
         if is_str.any():
             text = text.copy()
             text[is_str] = text[is_str].str.strip()
@@ -112,10 +121,10 @@ def _one_stamp(value: object) -> pd.Timestamp | None:
 
 def truthy(values: pd.Series) -> np.ndarray:
     """Boolean tombstone flags; blank, NaN and unknown words are False."""
-    text = pd.Series([to_text(v) for v in values.to_numpy(dtype=object)], dtype=object)
-    codes, uniques = pd.factorize(text)
-    flags = np.array([str(u).strip().casefold() in _TRUE for u in uniques], dtype=bool)
-    out = np.zeros(len(values), dtype=bool)
-    known = codes >= 0
-    out[known] = flags[codes[known]]
-    return out
+    d = distinct_text(values, force=True)
+    assert d is not None  # forced: always factorized
+    flags = np.array(
+        [u is not None and str(u).strip().casefold() in _TRUE for u in d.values.tolist()],
+        dtype=np.bool_,
+    )
+    return d.expand(flags)
