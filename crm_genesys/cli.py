@@ -67,17 +67,22 @@ def _crm_simulate(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from crm_genesys.genesys.check import check_connection
-    from crm_genesys.genesys.settings import GenesysSettings
+    from crm_genesys.genesys.check import CheckReport, check_connection
+    from crm_genesys.genesys.settings import GenesysSettings, genesys_configured
 
-    if not GenesysSettings.configured():
+    if not genesys_configured():
         print(
             "No Genesys credentials in the environment (GENESYS_CLIENT_ID, GENESYS_CLIENT_SECRET, "
             "GENESYS_REGION or GENESYS_API_HOST): the project runs on the embedded emulator.",
             file=sys.stderr,
         )
         return 2
-    report = asyncio.run(check_connection(GenesysSettings.from_env()))
+
+    async def check() -> CheckReport:
+        # With no region configured, the region is found by trying each region's login host.
+        return await check_connection(await GenesysSettings.from_env_discovering())
+
+    report = asyncio.run(check())
     print(report.render())
     return 0 if report.ok else 1
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -18,9 +19,10 @@ from crm_genesys import settings as paths
 from crm_genesys.contacts.diff import ChangeSet
 from crm_genesys.contacts.mapping import Mapping
 from crm_genesys.contacts.normalize import NormalizationResult
+from crm_genesys.contacts.schema import build_contact_schema
 from crm_genesys.genesys.client import GenesysClient
-from crm_genesys.genesys.settings import GenesysSettings
-from crm_genesys.state.store import SyncStateStore
+from crm_genesys.genesys.settings import GenesysSettings, genesys_configured
+from crm_genesys.state.store import DeleteWrite, SyncStateStore
 from crm_genesys.sync.sink import SyncReport, apply_changes
 
 EMBEDDED_API_URL = "http://emulator.embedded"
@@ -30,11 +32,8 @@ EMBEDDED_CLIENT_SECRET = "demo-secret"  # the emulator's documented demo credent
 
 def embedded_settings() -> GenesysSettings:
     """Settings for the in-process emulator (the embedded default)."""
-    return GenesysSettings(
-        api_base_url=EMBEDDED_API_URL,
-        login_base_url=EMBEDDED_API_URL,
-        client_id=EMBEDDED_CLIENT_ID,
-        client_secret=EMBEDDED_CLIENT_SECRET,
+    return GenesysSettings.for_base_url(
+        EMBEDDED_API_URL, EMBEDDED_CLIENT_ID, EMBEDDED_CLIENT_SECRET
     )
 
 
@@ -54,7 +53,7 @@ async def open_genesys(
 ) -> AsyncIterator[GenesysClient]:
     """A client for real Genesys when it is configured, for the embedded emulator otherwise."""
     if settings is None:
-        settings = GenesysSettings.from_env() if GenesysSettings.configured() else None
+        settings = GenesysSettings.from_env() if genesys_configured() else None
     if settings is None:
         settings, transport = embedded_settings(), transport or embedded_transport()
     async with GenesysClient(settings, transport=transport) as client:
@@ -135,6 +134,49 @@ def summarize(
     )
 
 
+def record_version_bumps(store: SyncStateStore, changes: ChangeSet, window: str) -> None:
+    """Write what the diff learnt without any API call: newer versions of unchanged contacts,
+    and tombstones of keys Genesys never held (so a replayed older window cannot revive them)."""
+    bumps = changes.version_bumps
+    if bumps.empty:
+        return
+    tombstones = bumps[bumps["deleted"].astype(bool)]
+    store.record_deleted(
+        [
+            DeleteWrite(k, int(v))
+            for k, v in zip(tombstones["business_key"], tombstones["crm_version"], strict=True)
+        ],
+        window=window,
+    )
+    store.bump_versions(bumps[~bumps["deleted"].astype(bool)][["business_key", "crm_version"]])
+
+
+class ContactSchemaMissing(RuntimeError):
+    """Contacts carry custom fields but the org has no contact schema for them."""
+
+
+async def contact_schema_ref(
+    client: GenesysClient, mapping: Mapping, *, push_if_missing: bool
+) -> dict[str, Any] | None:
+    """The `schema` reference of contacts with custom fields; None when the mapping has none.
+
+    On real Genesys a missing schema is an error that names the fix (`crm-genesys schema push`):
+    changing an org's configuration is a deliberate act. The embedded emulator gets it pushed.
+    """
+    if mapping.custom_fields is None or not mapping.custom_fields.fields:
+        return None
+    name = mapping.custom_fields.schema_name
+    schema = await client.find_contact_schema(name)
+    if schema is None:
+        if not push_if_missing:
+            raise ContactSchemaMissing(
+                f"Genesys has no contact schema {name!r} for the mapping's custom fields: "
+                "run `crm-genesys schema push` once, then re-run the window"
+            )
+        schema = await client.upsert_contact_schema(build_contact_schema(mapping))
+    return {"id": schema["id"], "version": int(schema["version"])}
+
+
 async def sync_changes(
     changes: ChangeSet,
     mapping: Mapping,
@@ -143,15 +185,29 @@ async def sync_changes(
     settings: GenesysSettings | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> SyncReport:
-    """Apply a window's changes: version bumps locally, the rest through the sink.
+    """Apply a window's changes: what needs no API call locally, the rest through the sink.
 
     A window with nothing to send makes no request at all, not even a token request.
     """
-    store.bump_versions(changes.version_bumps)
+    record_version_bumps(store, changes, window)
     if changes.changes.empty and not store.pending_intents(window=window):
         return SyncReport()
     async with open_genesys(settings, transport) as client:
         source_id = await client.ensure_external_source(
             mapping.external_source.name, mapping.external_source.uri_template
         )
-        return await apply_changes(changes, client, store, source_id=source_id, window=window)
+        schema = await contact_schema_ref(
+            client,
+            mapping,
+            push_if_missing=client.settings.api_base_url == EMBEDDED_API_URL,
+        )
+        return await apply_changes(
+            changes,
+            client,
+            store,
+            source_id=source_id,
+            window=window,
+            batch_size=client.settings.batch_size,
+            max_in_flight=client.settings.max_in_flight,
+            schema=schema,
+        )

@@ -13,7 +13,6 @@ from crm_genesys.defs.partitions import sync_windows
 sync_job = dg.define_asset_job(
     "sync_job",
     selection=[crm_contacts, normalized_contacts, contact_changes, genesys_sync],
-    partitions_def=sync_windows,
     description="Sync one CRM window into Genesys Cloud External Contacts.",
 )
 

@@ -7,11 +7,11 @@ into Dagster results.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from crm_genesys.contacts import quality
 from crm_genesys.contacts.mapping import Mapping
@@ -44,7 +44,7 @@ NORMALIZED_CHECK_SPECS = [
         description="Business keys sharing a phone or e-mail: a screen pop cannot tell them apart.",
     ),
     dg.AssetCheckSpec(
-        "denied_columns",
+        "denied_columns_seen",
         asset=NORMALIZED,
         description="Denied (PII) columns present in the CRM extract; they never leave.",
     ),
@@ -64,9 +64,7 @@ def _result(asset: dg.AssetKey, fact: Any) -> dg.AssetCheckResult:
         asset_key=asset,
         check_name=fact.name,
         passed=bool(fact.passed),
-        severity=dg.AssetCheckSeverity.ERROR
-        if fact.severity == "error"
-        else dg.AssetCheckSeverity.WARN,
+        severity=dg.AssetCheckSeverity(fact.severity),
         metadata=dict(fact.metadata),
         description=fact.description,
     )
@@ -88,10 +86,19 @@ def normalization_metadata(result: NormalizationResult) -> dict[str, Any]:
 
 
 def normalized_check_results(
-    result: NormalizationResult, raw: pd.DataFrame, mapping: Mapping
+    result: NormalizationResult, crm_columns: list[str], mapping: Mapping
 ) -> Iterator[dg.AssetCheckResult]:
-    for fact in quality.evaluate(result, raw.columns, mapping):
+    """Check results from the CRM table's columns (not only those extracted) and the frame."""
+    facts = quality.all_facts(
+        result, mapping, crm_columns, max_quarantine_rate=max_quarantine_rate()
+    )
+    for fact in facts:
         yield _result(NORMALIZED, fact)
+
+
+def max_quarantine_rate() -> float:
+    """`CRM_GENESYS_MAX_QUARANTINE_RATE`: above this share of quarantined rows nothing is sent."""
+    return float(os.environ.get("CRM_GENESYS_MAX_QUARANTINE_RATE", "0.2"))
 
 
 def summary_metadata(summary: WindowSummary) -> dict[str, Any]:

@@ -440,7 +440,7 @@ class GenesysClient:
         if not name:
             raise ValueError("a contact schema needs a name")
         for _ in range(2):
-            existing = await self._find_schema(str(name))
+            existing = await self.find_contact_schema(str(name))
             if existing is None:
                 response = await self.request(
                     "POST", f"{API}/contacts/schemas", json=dict(body), idempotent=False
@@ -460,7 +460,8 @@ class GenesysClient:
             return updated
         raise PermanentError(f"contact schema {name!r} kept changing under us", status=409)
 
-    async def _find_schema(self, name: str) -> dict[str, Any] | None:
+    async def find_contact_schema(self, name: str) -> dict[str, Any] | None:
+        """The contact schema named `name` (with its current `version`), or None."""
         listing = (await self.request("GET", f"{API}/contacts/schemas")).json()
         for schema in listing.get("entities") or []:
             if schema.get("name") == name:
