@@ -24,8 +24,8 @@ Faithful (checked against the official SDK's models and the platform's documente
 - limits: name/title fields 1000, e-mails 256 and well-formed, address parts 200/200/100/50/25/25,
   externalSystemUrl 1000, at most 10 ExternalIds, request bodies over 512,000 bytes get 413;
 - custom fields typed by a contact schema version (checkbox, date, datetime, integer, number,
-  dropdown, identifier, text, textarea, tag, url) with the platform's limits; schema PUT needs
-  the current version and stores version + 1;
+  enum (dropdown), identifier, text, longtext (text area), tag, url) with the platform's limits;
+  schema PUT needs the current version and stores version + 1;
 - rate limits per token with `inin-ratelimit-count/allowed/reset` headers, 429
   `too.many.requests` with `Retry-After`.
 

@@ -320,10 +320,10 @@ CORE_TYPES: dict[str, int | None] = {
     "datetime": None,
     "integer": None,
     "number": None,
-    "dropdown": 100,
+    "enum": 100,  # "dropdown" in the admin UI
     "identifier": 100,
     "text": 100,
-    "textarea": 1000,
+    "longtext": 1000,  # "text area" in the admin UI
     "tag": 100,
     "url": 200,
 }
@@ -366,10 +366,10 @@ def validate_schema_document(document: Any) -> list[FieldProblem]:
             not _is_int(max_length) or (limit is not None and max_length > limit)
         ):
             problems.append(FieldProblem(f"{where}.maxLength", f"at most {limit} for {kind}"))
-        if kind == "dropdown":
+        if kind == "enum":
             options = definition.get("enum")
             if not isinstance(options, list) or not options:
-                problems.append(FieldProblem(f"{where}.enum", "a dropdown needs options"))
+                problems.append(FieldProblem(f"{where}.enum", "an enum (dropdown) needs options"))
             elif len(options) > MAX_DROPDOWN_OPTIONS:
                 problems.append(
                     FieldProblem(f"{where}.enum", f"at most {MAX_DROPDOWN_OPTIONS} options")
@@ -421,7 +421,7 @@ def _check_value(kind: str, value: Any, definition: Mapping[str, Any]) -> str | 
         if any(not _is_str(t) or len(t) > 100 for t in value):
             return "tags are strings of at most 100 characters"
         return None
-    elif kind in ("dropdown", "identifier", "text", "textarea", "url"):
+    elif kind in ("enum", "identifier", "text", "longtext", "url"):
         if not _is_str(value):
             return "must be a string"
         if limit is not None and len(value) > limit:
@@ -429,7 +429,7 @@ def _check_value(kind: str, value: Any, definition: Mapping[str, Any]) -> str | 
         min_length = definition.get("minLength")
         if isinstance(min_length, int) and len(value) < min_length:
             return f"shorter than {min_length} characters"
-        if kind == "dropdown" and value not in (definition.get("enum") or []):
+        if kind == "enum" and value not in (definition.get("enum") or []):
             return "not one of the dropdown's options"
         if kind == "url" and not _URL_RE.match(value):
             return "not a valid URL"

@@ -26,7 +26,7 @@ SCHEMA = {
         "title": "crm",
         "description": "CRM fields",
         "properties": {
-            "tier_dropdown": _prop("dropdown", enum=["Bronze", "Silver", "Gold"]),
+            "tier_enum": _prop("enum", enum=["Bronze", "Silver", "Gold"]),
             "sms_checkbox": _prop("checkbox"),
             "ltv_number": _prop("number"),
             "visits_integer": _prop("integer", minimum=0),
@@ -34,7 +34,7 @@ SCHEMA = {
             "seen_datetime": _prop("datetime"),
             "loyalty_identifier": _prop("identifier", maxLength=100),
             "lang_text": _prop("text", maxLength=10),
-            "notes_textarea": _prop("textarea", maxLength=1000),
+            "notes_longtext": _prop("longtext", maxLength=1000),
             "labels_tag": _prop("tag"),
             "site_url": _prop("url", maxLength=200),
         },
@@ -42,7 +42,7 @@ SCHEMA = {
 }
 
 VALID = {
-    "tier_dropdown": "Gold",
+    "tier_enum": "Gold",
     "sms_checkbox": True,
     "ltv_number": 12.5,
     "visits_integer": 3,
@@ -50,13 +50,13 @@ VALID = {
     "seen_datetime": "2024-02-29T10:00:00.000Z",
     "loyalty_identifier": "L-1",
     "lang_text": "en",
-    "notes_textarea": "n" * 1000,
+    "notes_longtext": "n" * 1000,
     "labels_tag": ["a", "b"],
     "site_url": "https://example.com/x",
 }
 
 INVALID = [
-    ("tier_dropdown", "Diamond"),
+    ("tier_enum", "Diamond"),
     ("sms_checkbox", "yes"),
     ("ltv_number", "12"),
     ("visits_integer", 1.5),
@@ -65,7 +65,7 @@ INVALID = [
     ("seen_datetime", "yesterday"),
     ("loyalty_identifier", "x" * 101),
     ("lang_text", "x" * 11),
-    ("notes_textarea", "x" * 1001),
+    ("notes_longtext", "x" * 1001),
     ("labels_tag", [str(i) for i in range(11)]),
     ("site_url", "not a url"),
     ("unknown_text", "x"),
@@ -140,7 +140,7 @@ def test_schema_versions_and_custom_field_validation() -> None:
 @pytest.mark.parametrize(
     "properties",
     [
-        {"x_dropdown": _prop("dropdown", enum=[str(i) for i in range(51)])},
+        {"x_enum": _prop("enum", enum=[str(i) for i in range(51)])},
         {"x_text": _prop("text", maxLength=101)},
         {"x_url": _prop("url", maxLength=201)},
         {"x_blob": _prop("blob")},
