@@ -28,7 +28,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -182,6 +182,7 @@ class _Run:
         batch_size: int,
         max_in_flight: int,
         division_id: str | None,
+        schema: Mapping[str, Any] | None,
         max_rounds: int,
         round_delay: float,
     ) -> None:
@@ -193,6 +194,7 @@ class _Run:
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
         self.division_id = division_id
+        self.schema = dict(schema) if schema else None
         self.max_rounds = max_rounds
         self.round_delay = round_delay
         self.report = SyncReport()
@@ -212,6 +214,9 @@ class _Run:
             body["id"] = item.contact_id
         if self.division_id is not None:
             body["division"] = {"id": self.division_id}
+        if self.schema is not None and "customFields" in body:
+            # Custom fields are valid only against the contact schema (and version) they name.
+            body["schema"] = dict(self.schema)
         return body
 
     # ------------------------------------------------------------ api calls
@@ -550,6 +555,7 @@ async def apply_changes(
     batch_size: int = 100,
     max_in_flight: int = 8,
     division_id: str | None = None,
+    schema: Mapping[str, Any] | None = None,
     max_rounds: int = 4,
     round_delay: float = 1.0,
     run_id: str | None = None,
@@ -562,6 +568,8 @@ async def apply_changes(
     at most `max_in_flight` requests at once (the client paces to the rate budget itself).
     Each item is attempted at most `max_rounds` times; rounds after the first wait
     `round_delay * 2**(round-2)` seconds (capped at 30 s). `run_id` names this run's intents.
+    `schema` (`{"id", "version"}` of the contact schema) is named by every contact that carries
+    `customFields`.
     Raises only what no retry can cure (`AuthError`, `ConfigurationError`) or store errors.
     """
     if batch_size < 1 or max_in_flight < 1 or max_rounds < 1:
@@ -571,6 +579,8 @@ async def apply_changes(
     missing = [c for c in CHANGE_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"changes frame lacks columns {missing}")
+    if schema is None and frame["payload"].str.contains('"customFields"', regex=False).any():
+        raise ValueError("changes carry customFields but no contact schema was given")
     run = _Run(
         api,
         store,
@@ -580,6 +590,7 @@ async def apply_changes(
         batch_size=batch_size,
         max_in_flight=max_in_flight,
         division_id=division_id,
+        schema=schema,
         max_rounds=max_rounds,
         round_delay=round_delay,
     )
