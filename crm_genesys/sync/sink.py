@@ -579,7 +579,8 @@ async def apply_changes(
     missing = [c for c in CHANGE_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"changes frame lacks columns {missing}")
-    if schema is None and frame["payload"].str.contains('"customFields"', regex=False).any():
+    payloads = frame["payload"] if "payload" in frame.columns else pd.Series([], dtype=object)
+    if schema is None and payloads.astype(str).str.contains('"customFields"', regex=False).any():
         raise ValueError("changes carry customFields but no contact schema was given")
     run = _Run(
         api,

@@ -87,6 +87,19 @@ def test_create_update_delete_and_second_run_is_free(store: SyncStateStore) -> N
     }
 
 
+def test_schema_is_named_by_contacts_with_custom_fields(store: SyncStateStore) -> None:
+    api = FakeContactsApi()
+    schema = {"id": "schema-1", "version": 3}
+    typed = {**body_for("A", 1), "customFields": {"tier_text": "Gold"}}
+    rows = [change("A", "create", 1, body=typed), change("B", "create", 1)]
+    with pytest.raises(ValueError, match="customFields"):
+        run(changeset(rows), api, store)
+    assert api.requests == []
+    run(changeset(rows), api, store, schema=schema)
+    held = {k: v[0] for k, v in api.by_external_id(SOURCE).items()}
+    assert held["A"]["schema"] == schema and "schema" not in held["B"]
+
+
 def test_division_and_id_on_entities(store: SyncStateStore) -> None:
     api = FakeContactsApi()
     run(changeset([change("A", "create", 1)]), api, store, division_id="div-1")
