@@ -107,8 +107,11 @@ def run_demo(rows: int, seed: int, windows: int) -> int:
         deleted_column=mapping.source.deleted_column,
         internal_id_column=mapping.source.internal_id_column,
     )
-    first, last = source.modified_range()
-    keys = windows_between(first, last)
+    span = source.modified_range()
+    if span is None:
+        print("The CRM table has no rows: nothing to sync.")
+        return 0
+    keys = windows_between(*span)
     dagster_instance = instance()
     print(f"Syncing {len(keys)} windows into the Genesys emulator at {settings.emulator_db_path()}")
     results = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import timedelta
 
 import dagster as dg
@@ -24,11 +25,13 @@ sync_schedule = dg.build_schedule_from_partitioned_job(
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 
+# A window is tried at most this many times in all (its first run included).
 MAX_ATTEMPTS = int(os.environ.get("CRM_GENESYS_MAX_WINDOW_ATTEMPTS", "5"))
+# How many of the most recent windows the sensor looks at.
 LOOKBACK_WINDOWS = int(os.environ.get("CRM_GENESYS_RETRY_LOOKBACK_WINDOWS", "48"))
 
 
-def failed_windows(instance: dg.DagsterInstance, keys: list[str]) -> list[str]:
+def failed_windows(instance: dg.DagsterInstance, keys: Sequence[str]) -> list[str]:
     """The windows among `keys` whose last `genesys_sync` attempt failed."""
     status = instance.get_status_by_partition(genesys_sync.key, keys, sync_windows) or {}
     return [key for key in keys if status.get(key) == dg.AssetPartitionStatus.FAILED]

@@ -38,7 +38,8 @@ def test_two_windows_reach_genesys_exactly_as_the_crm_says(world: World) -> None
 
     start = datetime.strptime(WINDOWS[0], "%Y-%m-%d-%H:%M").replace(tzinfo=UTC)
     end = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-    expected = expected_contacts(world.crm_path, start, end)
+    # Consecutive dots make an address invalid (RFC 5321 dot-atom): such rows are quarantined.
+    expected = expected_contacts(world.crm_path, start, end, strict_dots=True)
     contacts = world.emulator.all_contacts()
     keys = Counter(_key_of(c) for c in contacts)
 
