@@ -14,13 +14,20 @@ Contract (docs/internals.md, "Frames"):
 - A raw column whose name is denied (PII) is never read, even when the mapping names it.
 
 Order of work: identity first (key, version, tombstone flag) for every row, then de-duplication,
-then the costly normalization only for the live rows that survive it.
+then the costly normalization only for the live rows that survive it. That last step runs in
+chunks of at most `CHUNK_ROWS` live rows, so the per-field JSON members of only one chunk are held
+at a time; above `PARALLEL_MIN_ROWS` live rows the chunks go to a pool of worker processes. Every
+step is element-wise per row, and the data-quality report is merged from per-chunk facts in row
+order, so the result is identical whatever the chunking or the number of processes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,7 +44,7 @@ from crm_genesys.contacts.mapping import (
     Mapping,
 )
 from crm_genesys.contacts.masking import mask_email, mask_phone
-from crm_genesys.contacts.phones import distinct_phones
+from crm_genesys.contacts.phones import default_workers, distinct_phones
 from crm_genesys.contacts.text import (
     as_text,
     clean_text,
@@ -79,6 +86,10 @@ _REVIEW_EMAIL = {
     "otherEmail": "other_email",
 }
 _SAMPLES = 5
+# Live rows normalized at a time: bounds the memory of the per-field JSON members.
+CHUNK_ROWS = 160_000
+# Below this many live rows one process does it all (worker start-up and pickling cost more).
+PARALLEL_MIN_ROWS = 150_000
 
 
 @dataclass
@@ -126,24 +137,13 @@ class NormalizationResult:
 
 
 class _Columns:
-    """Reads raw columns by name, refusing denied ones and noting missing ones.
+    """Reads raw columns by name, refusing denied ones and noting missing ones."""
 
-    With `rows`, only those rows of each column are returned (RangeIndex), so a subset of a wide
-    frame is never copied whole.
-    """
-
-    def __init__(
-        self,
-        raw: pd.DataFrame,
-        mapping: Mapping,
-        report: NormalizationReport,
-        rows: np.ndarray | None = None,
-    ) -> None:
+    def __init__(self, raw: pd.DataFrame, mapping: Mapping, report: NormalizationReport) -> None:
         self._raw = raw
         self._mapping = mapping
         self._report = report
-        self._rows = rows
-        self.n = len(raw) if rows is None else len(rows)
+        self.n = len(raw)
         # The first column of each (stringified) name: duplicate names must not break selection.
         self._positions: dict[str, int] = {}
         for pos, name in enumerate(raw.columns):
@@ -162,10 +162,164 @@ class _Columns:
             if name not in self._report.missing_columns:
                 self._report.missing_columns.append(name)
             return empty
-        column = self._raw.iloc[:, pos]
-        if self._rows is None:
-            return column
-        return pd.Series(column.to_numpy()[self._rows], name=column.name)
+        return self._raw.iloc[:, pos]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The columns the mapping names and may read, as arrays (first column of a name)."""
+        used = self._mapping.column_uses()
+        return {
+            name: self._raw.iloc[:, pos].to_numpy()
+            for name, pos in self._positions.items()
+            if name in used and self._mapping.denial_reason(name) is None
+        }
+
+
+class _ChunkColumns:
+    """One chunk of live rows (plain arrays by name, picklable), read like `_Columns`: denied
+    names are refused and absent ones noted, in `blocked` and `missing`."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], n: int, mapping: Mapping) -> None:
+        self._arrays = arrays
+        self._mapping = mapping
+        self.n = n
+        self.blocked: list[str] = []
+        self.missing: list[str] = []
+
+    def get(self, name: str | None) -> pd.Series:
+        empty = pd.Series(np.full(self.n, None, dtype=object))
+        if not name:
+            return empty
+        if self._mapping.denial_reason(name) is not None:
+            if name not in self.blocked:
+                self.blocked.append(name)
+            return empty
+        values = self._arrays.get(name)
+        if values is None:
+            if name not in self.missing:
+                self.missing.append(name)
+            return empty
+        return pd.Series(values, name=name)
+
+
+# reason -> (rows, first distinct masked samples), in order of first appearance
+_Reasons = dict[str, tuple[int, list[str]]]
+
+
+def _first_seen(values: list[Any]) -> list[Any]:
+    """The first `_SAMPLES` distinct values (by equality), in order."""
+    seen: list[Any] = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+            if len(seen) >= _SAMPLES:
+                break
+    return seen
+
+
+def _merge_reasons(into: _Reasons, later: _Reasons) -> None:
+    for r, (count, found) in later.items():
+        if r in into:
+            before, samples = into[r]
+            into[r] = (before + count, _first_seen(samples + found))
+        else:
+            into[r] = (count, found)
+
+
+def _count(counter: dict[str, int], key: str, by: Any) -> None:
+    counter[key] = counter.get(key, 0) + int(by)
+
+
+@dataclass
+class _LiveFacts:
+    """What the live rows of one chunk add to the report. `merge` appends a later chunk (row
+    order) and `apply` writes them to the report exactly as one pass over all rows would: counts
+    add up, and the first distinct samples of all rows are the first distinct ones among the
+    chunks' own first distinct samples, taken in row order."""
+
+    blocked: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    truncated: dict[str, int] = field(default_factory=dict)  # in field order, zeros included
+    rejected: dict[str, int] = field(default_factory=dict)
+    countries_unresolved: int = 0
+    country_samples: list[Any] = field(default_factory=list)  # pd.unique order
+    phones: dict[str, tuple[dict[str, int], _Reasons]] = field(default_factory=dict)
+    emails: dict[str, tuple[int, int, _Reasons]] = field(default_factory=dict)
+
+    def merge(self, later: _LiveFacts) -> None:
+        self.blocked += [c for c in later.blocked if c not in self.blocked]
+        self.missing += [c for c in later.missing if c not in self.missing]
+        for key, by in later.truncated.items():
+            _count(self.truncated, key, by)
+        for key, by in later.rejected.items():
+            _count(self.rejected, key, by)
+        self.countries_unresolved += later.countries_unresolved
+        both = np.empty(len(self.country_samples) + len(later.country_samples), dtype=object)
+        both[:] = self.country_samples + later.country_samples
+        self.country_samples = list(pd.unique(both)[:_SAMPLES])
+        for slot, (stats, reasons) in later.phones.items():
+            if slot not in self.phones:
+                self.phones[slot] = (stats, reasons)
+                continue
+            mine, my_reasons = self.phones[slot]
+            for key, by in stats.items():
+                _count(mine, key, by)
+            _merge_reasons(my_reasons, reasons)
+        for eslot, (present, valid, ereasons) in later.emails.items():
+            if eslot not in self.emails:
+                self.emails[eslot] = (present, valid, ereasons)
+                continue
+            p0, v0, my_ereasons = self.emails[eslot]
+            _merge_reasons(my_ereasons, ereasons)
+            self.emails[eslot] = (p0 + present, v0 + valid, my_ereasons)
+
+    def apply(self, report: NormalizationReport) -> None:
+        for c in self.blocked:
+            if c not in report.denied_columns_blocked:
+                report.denied_columns_blocked.append(c)
+        for c in self.missing:
+            if c not in report.missing_columns:
+                report.missing_columns.append(c)
+        for key, by in self.truncated.items():
+            _bump(report.fields_truncated, key, by)
+        for key, by in self.rejected.items():
+            _bump(report.fields_rejected, key, by)
+        report.countries_unresolved += self.countries_unresolved
+        for v in self.country_samples:
+            if v not in report.countries_unresolved_samples:
+                report.countries_unresolved_samples.append(str(v)[:40])
+        for slot, (stats, reasons) in self.phones.items():
+            report.phones_duplicate_slots += stats["duplicate"]
+            report.phones_present += stats["present"]
+            report.phones_valid += stats["valid"]
+            for r, (count, found) in reasons.items():
+                _bump(report.phones_dropped, r, count)
+                samples = report.phones_dropped_samples.setdefault(r, [])
+                for s in found:
+                    if s not in samples and len(samples) < _SAMPLES:
+                        samples.append(s)
+            report.phones_by_slot[slot] = stats
+        for present, valid, ereasons in self.emails.values():
+            report.emails_present += present
+            report.emails_valid += valid
+            for r, (count, found) in ereasons.items():
+                _bump(report.emails_dropped, r, count)
+                samples = report.emails_dropped_samples.setdefault(r, [])
+                for s in found:
+                    if s not in samples and len(samples) < _SAMPLES:
+                        samples.append(s)
+
+
+@dataclass
+class _ChunkResult:
+    """`_normalize_live` of one chunk: per row payload and content hash ("" when quarantined),
+    quarantine reason and detail, the review columns it sets, and the report facts."""
+
+    payload: np.ndarray
+    content_hash: np.ndarray
+    reason: np.ndarray
+    detail: np.ndarray
+    review: dict[str, np.ndarray]
+    facts: _LiveFacts
 
 
 def _fragments(key: str, literals: Any) -> np.ndarray:
@@ -222,7 +376,8 @@ def normalize(
 ) -> NormalizationResult:
     """Normalize one window of raw CRM rows (see the module docstring for the contract).
 
-    `workers` caps the processes used for phone numbers (None: `phones.default_workers()`).
+    `workers` caps the processes used for the live rows' chunks when there are at least
+    `PARALLEL_MIN_ROWS` of them, and for phone numbers (None: `phones.default_workers()`).
     """
     report = NormalizationReport(rows_in=len(raw))
     n = len(raw)
@@ -276,27 +431,25 @@ def normalize(
         for c in ("first_name", "last_name", *_REVIEW_PHONE.values(), *_REVIEW_EMAIL.values())
     }
     payload = np.full(n, "", dtype=object)
-    if len(live_pos):
-        live_payload, live_reason, live_detail = _normalize_live(
-            _Columns(frame, mapping, report, rows=live_pos),
-            mapping,
-            report,
-            review,
-            live_pos,
-            workers,
-        )
-        reason[live_pos] = live_reason
-        detail[live_pos] = live_detail
-        payload[live_pos] = live_payload
+    hashes = np.full(n, "", dtype=object)
+    facts: _LiveFacts | None = None
+    for rows, part in _live_chunks(cols, mapping, live_pos, workers):
+        reason[rows] = part.reason
+        detail[rows] = part.detail
+        payload[rows] = part.payload
+        hashes[rows] = part.content_hash
+        for c, values in part.review.items():
+            review[c][rows] = values
+        if facts is None:
+            facts = part.facts
+        else:
+            facts.merge(part.facts)
+        del part
+    if facts is not None:
+        facts.apply(report)
 
     is_contact = survivors & pd.isna(reason)
     quarantined = pd.notna(reason)
-    hashes = np.full(n, "", dtype=object)
-    live_ok = is_contact & ~deleted
-    hashes[live_ok] = [
-        hashlib.sha256(p.encode("utf-8")).hexdigest() for p in payload[live_ok].tolist()
-    ]
-    payload[~live_ok] = ""
 
     contacts = pd.DataFrame(
         {
@@ -331,15 +484,54 @@ def normalize(
     )
 
 
-def _normalize_live(
-    cols: _Columns,
-    mapping: Mapping,
-    report: NormalizationReport,
-    review: dict[str, np.ndarray],
-    positions: np.ndarray,
-    workers: int | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Payload JSON, quarantine reason and detail for each live row (positions in the window).
+def _live_chunks(
+    cols: _Columns, mapping: Mapping, live_pos: np.ndarray, workers: int | None
+) -> Iterator[tuple[np.ndarray, _ChunkResult]]:
+    """`_normalize_live` over `live_pos` in chunks of at most `CHUNK_ROWS` rows, yielded in row
+    order with their positions; in a pool of `workers` spawned processes (the caller may be a
+    threaded Dagster or test process) when there are at least `PARALLEL_MIN_ROWS` rows."""
+    m = len(live_pos)
+    if not m:
+        return
+    if workers is None:
+        workers = default_workers()
+    parallel = workers > 1 and m >= PARALLEL_MIN_ROWS
+    count = -(-m // CHUNK_ROWS)
+    if parallel:
+        count = -(-count // workers) * workers  # equal shares for the processes
+    size = -(-m // count)
+    chunks = [live_pos[a : a + size] for a in range(0, m, size)]
+    sources = cols.arrays()
+
+    def chunk_args(rows: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
+        return {name: values[rows] for name, values in sources.items()}, len(rows)
+
+    if not parallel:
+        for rows in chunks:
+            yield rows, _live_chunk(*chunk_args(rows), mapping, workers)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx) as pool:
+        # At most one chunk waits per process: the pickled chunks in flight cost memory.
+        pending: list[tuple[np.ndarray, Future[_ChunkResult]]] = []
+        for rows in chunks:
+            pending.append((rows, pool.submit(_live_chunk, *chunk_args(rows), mapping, 1)))
+            if len(pending) > workers:
+                done, future = pending.pop(0)
+                yield done, future.result()
+        for done, future in pending:
+            yield done, future.result()
+
+
+def _live_chunk(
+    arrays: dict[str, np.ndarray], n: int, mapping: Mapping, workers: int | None
+) -> _ChunkResult:
+    """`_normalize_live` of one chunk of live rows (runs in a worker process when parallel)."""
+    return _normalize_live(_ChunkColumns(arrays, n, mapping), mapping, workers)
+
+
+def _normalize_live(cols: _ChunkColumns, mapping: Mapping, workers: int | None) -> _ChunkResult:
+    """Payload JSON, content hash, quarantine reason and detail for each live row of a chunk.
 
     Column work runs once per distinct value (`per_distinct`) and yields each field's JSON
     member (`,"key":literal` or ""); each row's payload is then joined once.
@@ -348,6 +540,8 @@ def _normalize_live(
     reason = np.full(m, None, dtype=object)
     detail = np.full(m, "", dtype=object)
     top: dict[str, np.ndarray] = {}  # target -> JSON member per row
+    facts = _LiveFacts()
+    review: dict[str, np.ndarray] = {}
 
     # Names and other scalar fields.
     names: dict[str, np.ndarray] = {}
@@ -355,12 +549,12 @@ def _normalize_live(
         values, long_mask, member = per_distinct(
             cols.get(column), _limited_text(target, SCALAR_FIELD_LIMITS[target])
         )
-        _bump(report.fields_truncated, target, long_mask.sum())
+        _count(facts.truncated, target, long_mask.sum())
         names[target] = values
         top[target] = member
     for target, col in (("firstName", "first_name"), ("lastName", "last_name")):
         if target in names:
-            review[col][positions] = names[target]
+            review[col] = names[target]
 
     # Country: the record's region for phones, ISO code for the address.
     if mapping.country_column:
@@ -375,10 +569,8 @@ def _normalize_live(
         country_col = cols.get(mapping.country_column)
         raw_country, countries = per_distinct(country_col, _country)
         unresolved = pd.notna(raw_country) & pd.isna(countries)
-        report.countries_unresolved += int(unresolved.sum())
-        for v in pd.unique(raw_country[unresolved])[:_SAMPLES]:
-            if v not in report.countries_unresolved_samples:
-                report.countries_unresolved_samples.append(str(v)[:40])
+        facts.countries_unresolved += int(unresolved.sum())
+        facts.country_samples = list(pd.unique(raw_country[unresolved])[:_SAMPLES])
     else:
         countries = np.full(m, None, dtype=object)
     regions = pd.Series(np.where(pd.isna(countries), mapping.default_country, countries))
@@ -398,21 +590,17 @@ def _normalize_live(
         for prev_e, prev_x in kept:
             dup |= valid & (prev_e == e164) & (pd.isna(prev_x) & pd.isna(ext) | (prev_x == ext))
         stats["duplicate"] = int(dup.sum())
-        report.phones_duplicate_slots += int(dup.sum())
         keep: np.ndarray = valid & ~dup
         kept.append((_kept(keep, e164), _kept(keep, ext)))
         any_phone |= keep
-        report.phones_present += stats["present"]
-        report.phones_valid += stats["valid"]
-        for r, count in Counter(why[pd.notna(why)].tolist()).items():
-            _bump(report.phones_dropped, r, count)
-            samples = report.phones_dropped_samples.setdefault(r, [])
-            if len(samples) < _SAMPLES:
-                for s in _sample(raw_col, why == r, mask_phone):
-                    if s not in samples and len(samples) < _SAMPLES:
-                        samples.append(s)
-        report.phones_by_slot[slot] = stats
-        review[_REVIEW_PHONE[slot]][positions] = _kept(keep, e164)
+        facts.phones[slot] = (
+            stats,
+            {
+                r: (count, _sample(raw_col, why == r, mask_phone))
+                for r, count in Counter(why[pd.notna(why)].tolist()).items()
+            },
+        )
+        review[_REVIEW_PHONE[slot]] = _kept(keep, e164)
         member = np.full(m, "", dtype=object)
         if keep.any():
             # The PhoneNumber object once per distinct number, broadcast to the rows keeping it.
@@ -446,15 +634,14 @@ def _normalize_live(
         why = res["reason"].to_numpy(dtype=object)
         valid = pd.notna(email)
         any_email |= valid
-        report.emails_present += int((valid | pd.notna(why)).sum())
-        report.emails_valid += int(valid.sum())
-        for r, count in Counter(why[pd.notna(why)].tolist()).items():
-            _bump(report.emails_dropped, r, count)
-            samples = report.emails_dropped_samples.setdefault(r, [])
-            for s in _sample(as_text(raw_col), why == r, mask_email):
-                if s not in samples and len(samples) < _SAMPLES:
-                    samples.append(s)
-        review[_REVIEW_EMAIL[eslot]][positions] = email
+        ereasons = Counter(why[pd.notna(why)].tolist())
+        text = as_text(raw_col) if ereasons else raw_col
+        facts.emails[eslot] = (
+            int((valid | pd.notna(why)).sum()),
+            int(valid.sum()),
+            {r: (count, _sample(text, why == r, mask_email)) for r, count in ereasons.items()},
+        )
+        review[_REVIEW_EMAIL[eslot]] = email
         top[eslot] = _fragments(eslot, json_string(pd.Series(email, dtype=object)).to_numpy(object))
 
     # Address.
@@ -471,7 +658,7 @@ def _normalize_live(
                 country_aliases=mapping.country_aliases if resolve else None,
             ),
         )
-        _bump(report.fields_truncated, f"address.{addr_key}", long_mask.sum())
+        _count(facts.truncated, f"address.{addr_key}", long_mask.sum())
         addr_parts.append(member)
     if addr_parts:
         top["address"] = _join_object(addr_parts, m, key="address")
@@ -483,9 +670,9 @@ def _normalize_live(
         outcome = coerce_custom_field(cols.get(f.spec.column), f.spec)
         ctarget = f"customFields.{f.key}"
         truncated = outcome.too_long & pd.notna(outcome.json)
-        _bump(report.fields_truncated, ctarget, truncated.sum())
+        _count(facts.truncated, ctarget, truncated.sum())
         rejected = (outcome.invalid | outcome.too_long) & ~truncated
-        _bump(report.fields_rejected, ctarget, rejected.sum())
+        _count(facts.rejected, ctarget, rejected.sum())
         if outcome.quarantine.any():
             field_quarantine[f.key] = outcome.quarantine
         custom_parts.append(_fragments(f.key, outcome.json))
@@ -513,7 +700,12 @@ def _normalize_live(
     payload = _join_object(members, m)
     del members
     payload[pd.isna(payload)] = "{}"
-    return payload, reason, detail
+    ok = pd.isna(reason)
+    payload[~ok] = ""
+    content_hash = np.full(m, "", dtype=object)
+    content_hash[ok] = [hashlib.sha256(p.encode("utf-8")).hexdigest() for p in payload[ok].tolist()]
+    facts.blocked, facts.missing = cols.blocked, cols.missing
+    return _ChunkResult(payload, content_hash, reason, detail, review, facts)
 
 
 def _limited_text(key: str, limit: int, *, country_aliases: dict[str, str] | None = None) -> Any:
