@@ -14,18 +14,9 @@ import dagster as dg
 
 from crm_genesys import settings
 from crm_genesys.defs.partitions import partition_key_for, sync_windows, window_length
+from crm_genesys.runtime import BUCKETS
 
-COLUMNS = (
-    "extracted",
-    "created",
-    "updated",
-    "deleted",
-    "unchanged",
-    "stale",
-    "quarantined",
-    "dead_lettered",
-    "failed",
-)
+COLUMNS = ("extracted", *BUCKETS, "failed")
 
 
 def instance() -> dg.DagsterInstance:

@@ -70,6 +70,10 @@ def open_state(url: str | None = None) -> SyncStateStore:
     return store
 
 
+# Where every extracted row of a window ends up; their sum is the watermark condition.
+BUCKETS = ("created", "updated", "deleted", "unchanged", "stale", "quarantined", "dead_lettered")
+
+
 @dataclass
 class WindowSummary:
     """What happened to every CRM row of one window. `accounted` is the watermark condition."""
@@ -89,15 +93,7 @@ class WindowSummary:
 
     @property
     def accounted(self) -> bool:
-        return self.extracted == (
-            self.created
-            + self.updated
-            + self.deleted
-            + self.unchanged
-            + self.stale
-            + self.quarantined
-            + self.dead_lettered
-        )
+        return self.extracted == sum(getattr(self, bucket) for bucket in BUCKETS)
 
     def counts(self) -> dict[str, int]:
         data = asdict(self)
