@@ -594,7 +594,8 @@ def generate_demo_crm(
     gap = window_end[dup_src] - stamp[dup_src] - 1
     dup_stamp = stamp[dup_src] + 1 + (rng.random(n_dup) * gap).astype(np.int64)
     old_tier = np.array(
-        [pools.TIERS.index(t) if t in pools.TIERS else 0 for t in dup["customer_tier"]]
+        [pools.TIERS.index(t) if t in pools.TIERS else 0 for t in dup["customer_tier"]],
+        dtype=np.int64,  # an empty list would otherwise be float and not index anything
     )
     dup["customer_tier"] = np.array(pools.TIERS, dtype=object)[
         (old_tier + rng.integers(1, 4, n_dup)) % 4

@@ -311,3 +311,13 @@ def test_ids_are_not_in_key_order(demo_db: tuple[Path, DemoMeta]) -> None:
     by_key = sorted(rows, key=lambda r: str(r["account_number"]).strip())
     ids = np.array([int(str(r["id"])) for r in by_key])
     assert (np.diff(ids) < 0).mean() > 0.3
+
+
+@pytest.mark.parametrize("rows", [1, 7, 50])
+def test_tiny_demo_crms_have_exactly_the_rows_asked_for(tmp_path: Path, rows: int) -> None:
+    path = tmp_path / "tiny.sqlite"
+    generate_demo_crm(
+        path, rows=rows, seed=1, now=datetime(2026, 11, 29, 12, tzinfo=UTC), windows=2
+    )
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == rows
