@@ -348,6 +348,12 @@ class SyncStateStore:
         intents.sort(key=lambda i: (i.created_at, i.id))
         return intents
 
+    def has_pending_intents(self) -> bool:
+        """Whether any create intent is pending (one indexed probe)."""
+        stmt = sa.select(create_intents.c.id).where(create_intents.c.status == "pending").limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(stmt).first() is not None
+
     def dead_letters(self, window: str | None = None) -> pd.DataFrame:
         """Dead letters (all, or one window's), oldest first, columns `DEAD_LETTER_COLUMNS`."""
         cols = [dead_letters.c[name] for name in DEAD_LETTER_COLUMNS]

@@ -249,6 +249,8 @@ class _Run:
     async def resolve_pending_intents(self, keys: Iterable[str]) -> set[str]:
         """Resolve pending intents of `keys` and of this window; return the keys still unknown
         (lookup failed), which must not be created before a lookup succeeds."""
+        if not self.store.has_pending_intents():
+            return set()  # the usual case: skip the per-key queries
         pending = self.store.pending_intents(keys)
         seen = {i.id for i in pending}
         pending += [i for i in self.store.pending_intents(window=self.window) if i.id not in seen]
@@ -633,25 +635,36 @@ def _items(frame: pd.DataFrame) -> tuple[list[_Item], int]:
     """Work items from the changes frame; of several changes of one key only the newest is kept
     (the others count as stale)."""
     best: dict[str, _Item] = {}
-    has_payload = "payload" in frame.columns
-    for row in frame.itertuples(index=False):
-        op = str(row.op)
+    n = len(frame)
+    # Plain column lists: several times faster than itertuples for windows of 100k rows.
+    payloads = frame["payload"].tolist() if "payload" in frame.columns else [""] * n
+    columns = zip(
+        frame["business_key"].tolist(),
+        frame["op"].tolist(),
+        frame["crm_id"].tolist(),
+        frame["crm_version"].tolist(),
+        frame["content_hash"].tolist(),
+        payloads,
+        frame["contact_id"].tolist(),
+        strict=True,
+    )
+    for key, op, crm_id, version, digest, payload, contact_id in columns:
         if op not in ("create", "update", "delete"):
-            raise ValueError(f"unknown op {op!r} for key {row.business_key!r}")
+            raise ValueError(f"unknown op {op!r} for key {key!r}")
         item = _Item(
-            key=str(row.business_key),
-            origin=op,  # type: ignore[arg-type]
-            op=op,  # type: ignore[arg-type]
-            crm_id=None if _missing(row.crm_id) else str(row.crm_id),
-            crm_version=int(row.crm_version),
-            content_hash="" if _missing(row.content_hash) else str(row.content_hash),
-            payload=str(row.payload) if has_payload and not _missing(row.payload) else "",
-            contact_id=None if _missing(row.contact_id) else str(row.contact_id),
+            key=str(key),
+            origin=op,
+            op=op,
+            crm_id=None if _missing(crm_id) else str(crm_id),
+            crm_version=int(version),
+            content_hash="" if _missing(digest) else str(digest),
+            payload="" if _missing(payload) else str(payload),
+            contact_id=None if _missing(contact_id) else str(contact_id),
         )
         seen = best.get(item.key)
         if seen is None or item.crm_version >= seen.crm_version:
             best[item.key] = item
-    return list(best.values()), len(frame) - len(best)
+    return list(best.values()), n - len(best)
 
 
 def _missing(value: object) -> bool:
