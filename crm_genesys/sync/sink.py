@@ -405,13 +405,17 @@ class _Run:
         return to_create
 
     async def create_batch(self, items: list[_Item]) -> None:
-        self.store.add_intents(
-            [IntentWrite(i.key, i.crm_version, i.content_hash) for i in items],
-            run_id=self.run_id,
-            window=self.window,
-        )
+        def write_intents() -> None:
+            self.store.add_intents(
+                [IntentWrite(i.key, i.crm_version, i.content_hash) for i in items],
+                run_id=self.run_id,
+                window=self.window,
+            )
+
         out = _Outcome()
-        results = await self._bulk(out, items, lambda: self.api.bulk_add(self._bodies(items)))
+        results = await self._bulk(
+            out, items, lambda: self.api.bulk_add(self._bodies(items)), before=write_intents
+        )
         for item, r in zip(items, results or [], strict=False):
             contact_id = r.contact_id or (r.entity or {}).get("id")
             if r.success and contact_id:
@@ -474,27 +478,36 @@ class _Run:
         out: _Outcome,
         items: list[_Item],
         call: Callable[[], Awaitable[list[BulkItemResult]]],
+        *,
+        before: Callable[[], None] | None = None,
     ) -> list[BulkItemResult] | None:
-        """One bulk request. A failure of the whole request (raised after the client's own
-        retries) puts every item back for the next round; for creates whose request may have
-        been acted on, a lookup comes first."""
+        """One bulk request. `before` runs once the request has its in-flight slot, right before
+        it is sent (create intents: committed then, so that only batches actually in flight
+        leave intents behind after a crash, and the first request leaves at once).
+
+        A failure of the whole request (raised after the client's own retries) puts every item
+        back for the next round; for creates whose request may have been acted on, a lookup
+        comes first."""
         self.report.bulk_requests += 1
-        try:
-            results = await self._call(call)
-        except FATAL_ERRORS:
-            raise
-        except Exception as exc:
-            unknown = not isinstance(exc, GenesysError) or (
-                isinstance(exc, RetryableError) and exc.outcome_unknown
-            )
-            for item in items:
-                if item.op == "create":
-                    if unknown:
-                        item.verify_first = True
-                    else:
-                        out.resolved[item.key] = None
-                self._retry(out, item, _reason(exc))
-            return None
+        async with self.slots:
+            if before is not None:
+                before()  # a store error propagates: nothing was sent
+            try:
+                results = await call()
+            except FATAL_ERRORS:
+                raise
+            except Exception as exc:
+                unknown = not isinstance(exc, GenesysError) or (
+                    isinstance(exc, RetryableError) and exc.outcome_unknown
+                )
+                for item in items:
+                    if item.op == "create":
+                        if unknown:
+                            item.verify_first = True
+                        else:
+                            out.resolved[item.key] = None
+                    self._retry(out, item, _reason(exc))
+                return None
         if len(results) != len(items):
             # The client promises request order; anything else cannot be matched safely.
             log.error("bulk result count %d != request count %d", len(results), len(items))
