@@ -66,6 +66,13 @@ class ClientMetrics:
             return 0.0
         return self.requests / (self.rate_limit_per_minute * minutes)
 
+    @property
+    def contacts_per_second(self) -> float:
+        """Contacts written (added, updated, removed) per second of elapsed time."""
+        if self.elapsed <= 0:
+            return 0.0
+        return sum(self.contacts_written.values()) / self.elapsed
+
     def as_metadata(self) -> dict[str, float | int]:
         """Flat numbers for Dagster metadata (keys prefixed `genesys_`)."""
         out: dict[str, float | int] = {
@@ -80,6 +87,7 @@ class ClientMetrics:
             "genesys_latency_p95_s": round(self.latency_quantile(0.95), 4),
             "genesys_budget_share_used": round(self.budget_share_used, 4),
             "genesys_elapsed_s": round(self.elapsed, 3),
+            "genesys_contacts_per_s": round(self.contacts_per_second, 2),
         }
         for op, done in (("add", "added"), ("update", "updated"), ("remove", "removed")):
             out[f"genesys_contacts_{done}"] = self.contacts_written[op]

@@ -95,6 +95,9 @@ def test_bulk_add_update_remove_round_trip_with_shuffled_results() -> None:
     assert meta["genesys_contacts_updated"] == 120
     assert meta["genesys_contacts_removed"] == 125
     assert meta["genesys_429s"] == 0
+    elapsed = meta["genesys_elapsed_s"]
+    assert elapsed > 0
+    assert meta["genesys_contacts_per_s"] == pytest.approx((250 + 120 + 125) / elapsed, rel=0.01)
 
 
 def test_item_failures_matched_by_error_indexes_and_keys() -> None:
