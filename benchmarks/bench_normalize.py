@@ -14,9 +14,10 @@ table and writes `benchmarks/results/normalize.json`.
 The pipeline part (skipped with `--no-pipeline`) measures the local pipeline end to end on a demo
 CRM of N rows (`crm.demo.generate_demo_crm(rows=N, seed=S, windows=12)`, written to `--db` or a
 temporary directory; an existing `--db` of the right size is reused): `SqlCrmSource.extract` over
-the whole generated range, `normalize`, pandera validation and `diff` against an empty snapshot,
-in a fresh child process so that its peak RSS is its own (sampled every 20 ms, with and without
-the phone worker processes). The raw frame is released once normalized, as the asset would be.
+the whole generated range of the columns the mapping reads (as the asset extracts), `normalize`,
+pandera validation and `diff` against an empty snapshot, in a fresh child process so that its peak
+RSS is its own (sampled every 20 ms, with and without the normalize worker processes). The raw
+frame is released once normalized, as the asset would be.
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ def naive_normalize(raw: pd.DataFrame) -> pd.DataFrame:
 
 class _PeakRss:
     """Peak resident memory of this process (sampled every 20 ms), and of it together with its
-    child processes (the phone workers)."""
+    child processes (the normalize workers)."""
 
     def __init__(self) -> None:
         self._proc = psutil.Process()
@@ -355,7 +356,10 @@ def _pipeline(db: Path, workers: int | None) -> dict[str, Any]:
     )
     with _PeakRss() as rss:
         started = time.perf_counter()
-        raw, t_extract = _timed(lambda: source.extract(meta.first_window_start, meta.end))
+        # As the asset does: only the columns the mapping reads (never a denied one).
+        raw, t_extract = _timed(
+            lambda: source.extract(meta.first_window_start, meta.end, mapping.source_columns())
+        )
         rows = len(raw)
         t = time.perf_counter()
         result = normalize(raw, mapping, workers=workers)
@@ -422,7 +426,7 @@ def _print_pipeline(p: dict[str, Any]) -> None:
         print(f"{name:<40} {sec:>9.2f} {p['rows'] / sec:>12,.0f}")
     print(
         f"peak RSS: {p['peak_rss_mib']:,} MiB "
-        f"({p['peak_rss_with_workers_mib']:,} MiB with phone worker processes)"
+        f"({p['peak_rss_with_workers_mib']:,} MiB with normalize worker processes)"
     )
     print(f"outcome: {json.dumps(p['outcome'])}")
 

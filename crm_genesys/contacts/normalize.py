@@ -87,7 +87,7 @@ _REVIEW_EMAIL = {
 }
 _SAMPLES = 5
 # Live rows normalized at a time: bounds the memory of the per-field JSON members.
-CHUNK_ROWS = 160_000
+CHUNK_ROWS = 40_000
 # Below this many live rows one process does it all (worker start-up and pickling cost more).
 PARALLEL_MIN_ROWS = 150_000
 
@@ -379,6 +379,25 @@ def normalize(
     `workers` caps the processes used for the live rows' chunks when there are at least
     `PARALLEL_MIN_ROWS` of them, and for phone numbers (None: `phones.default_workers()`).
     """
+    if workers is None:
+        workers = default_workers()
+    if workers > 1 and len(raw) >= PARALLEL_MIN_ROWS:
+        # Spawned (the caller may be a threaded Dagster or test process), and started now so
+        # that they are ready once the identity work below is done.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for _ in range(workers):
+                pool.submit(_ready)
+            return _normalize(raw, mapping, workers, pool)
+    return _normalize(raw, mapping, workers, None)
+
+
+def _ready() -> None:
+    """A worker's first task: it has started and imported this module."""
+
+
+def _normalize(
+    raw: pd.DataFrame, mapping: Mapping, workers: int, pool: ProcessPoolExecutor | None
+) -> NormalizationResult:
     report = NormalizationReport(rows_in=len(raw))
     n = len(raw)
     # Positional work throughout: a RangeIndex without copying the (wide) frame.
@@ -409,19 +428,7 @@ def normalize(
     reason[bad_version] = "invalid_version"
     detail[bad_version] = f"{src.version_column} is not a timestamp"
 
-    # Latest version per key wins; a stable sort keeps input order among equal versions.
-    candidates = np.flatnonzero(pd.isna(reason))
-    superseded_mask = np.zeros(n, dtype=bool)
-    if len(candidates):
-        k_codes, _ = factorize(key.to_numpy(dtype=object)[candidates])
-        v = version.to_numpy(dtype="int64", na_value=0)[candidates]
-        # By key, then version, then position: the last row of each key wins.
-        order = np.lexsort((candidates, v, k_codes))
-        k_sorted = k_codes[order]
-        dup = np.empty(len(order), dtype=bool)
-        dup[:-1] = k_sorted[:-1] == k_sorted[1:]
-        dup[-1] = False
-        superseded_mask[candidates[order[dup]]] = True
+    superseded_mask = _superseded(key, version, pd.isna(reason))
     superseded = int(superseded_mask.sum())
     survivors = pd.isna(reason) & ~superseded_mask
     live_pos = np.flatnonzero(survivors & ~deleted)
@@ -433,7 +440,7 @@ def normalize(
     payload = np.full(n, "", dtype=object)
     hashes = np.full(n, "", dtype=object)
     facts: _LiveFacts | None = None
-    for rows, part in _live_chunks(cols, mapping, live_pos, workers):
+    for rows, part in _live_chunks(cols, mapping, live_pos, workers, pool):
         reason[rows] = part.reason
         detail[rows] = part.detail
         payload[rows] = part.payload
@@ -450,29 +457,35 @@ def normalize(
 
     is_contact = survivors & pd.isna(reason)
     quarantined = pd.notna(reason)
-
-    contacts = pd.DataFrame(
-        {
-            "business_key": key.to_numpy(dtype=object)[is_contact],
-            "crm_id": crm_id.to_numpy(dtype=object)[is_contact],
-            "crm_version": version.to_numpy(dtype="int64", na_value=0)[is_contact],
-            "is_deleted": deleted[is_contact],
-            "content_hash": hashes[is_contact],
-            "payload": payload[is_contact],
-            **{c: review[c][is_contact] for c in CONTACT_COLUMNS[6:]},
-        },
-        columns=CONTACT_COLUMNS,
-    )
+    keys = key.to_numpy(dtype=object)
+    ids = crm_id.to_numpy(dtype=object)
     quarantine = pd.DataFrame(
         {
-            "business_key": key.to_numpy(dtype=object)[quarantined],
-            "crm_id": crm_id.to_numpy(dtype=object)[quarantined],
+            "business_key": keys[quarantined],
+            "crm_id": ids[quarantined],
             "crm_version": pd.array(version.to_numpy(dtype=object)[quarantined], dtype="Int64"),
             "reason": reason[quarantined],
             "detail": detail[quarantined],
         },
         columns=QUARANTINE_COLUMNS,
     )
+    # Column by column, each full-window array let go once taken (a million rows each).
+    columns: dict[str, np.ndarray] = {
+        "business_key": keys[is_contact],
+        "crm_id": ids[is_contact],
+        "crm_version": version.to_numpy(dtype="int64", na_value=0)[is_contact],
+        "is_deleted": deleted[is_contact],
+    }
+    del keys, ids, key, crm_id, reason, detail
+    columns["content_hash"] = hashes[is_contact]
+    del hashes
+    columns["payload"] = payload[is_contact]
+    del payload
+    for c in CONTACT_COLUMNS[6:]:
+        columns[c] = review.pop(c)[is_contact]
+    # Fresh arrays: no consolidated copy of the whole frame.
+    contacts = pd.DataFrame(columns, columns=CONTACT_COLUMNS, copy=False)
+    del columns
     report.contacts = len(contacts)
     report.tombstones = int(contacts["is_deleted"].sum())
     report.live = report.contacts - report.tombstones
@@ -484,18 +497,38 @@ def normalize(
     )
 
 
+def _superseded(key: pd.Series, version: pd.Series, candidate: np.ndarray) -> np.ndarray:
+    """Rows that are older versions of a key among the `candidate` rows: the latest version per
+    key wins, and among equal versions the row that comes later."""
+    superseded = np.zeros(len(candidate), dtype=bool)
+    candidates = np.flatnonzero(candidate)
+    if len(candidates):
+        k_codes, _ = factorize(key.to_numpy(dtype=object)[candidates])
+        v = version.to_numpy(dtype="int64", na_value=0)[candidates]
+        # By key, then version, then position: the last row of each key wins.
+        order = np.lexsort((candidates, v, k_codes))
+        k_sorted = k_codes[order]
+        dup = np.empty(len(order), dtype=bool)
+        dup[:-1] = k_sorted[:-1] == k_sorted[1:]
+        dup[-1] = False
+        superseded[candidates[order[dup]]] = True
+    return superseded
+
+
 def _live_chunks(
-    cols: _Columns, mapping: Mapping, live_pos: np.ndarray, workers: int | None
+    cols: _Columns,
+    mapping: Mapping,
+    live_pos: np.ndarray,
+    workers: int,
+    pool: ProcessPoolExecutor | None,
 ) -> Iterator[tuple[np.ndarray, _ChunkResult]]:
     """`_normalize_live` over `live_pos` in chunks of at most `CHUNK_ROWS` rows, yielded in row
-    order with their positions; in a pool of `workers` spawned processes (the caller may be a
-    threaded Dagster or test process) when there are at least `PARALLEL_MIN_ROWS` rows."""
+    order with their positions; over `pool` (`workers` processes) when there are at least
+    `PARALLEL_MIN_ROWS` rows."""
     m = len(live_pos)
     if not m:
         return
-    if workers is None:
-        workers = default_workers()
-    parallel = workers > 1 and m >= PARALLEL_MIN_ROWS
+    parallel = pool is not None and m >= PARALLEL_MIN_ROWS
     count = -(-m // CHUNK_ROWS)
     if parallel:
         count = -(-count // workers) * workers  # equal shares for the processes
@@ -506,21 +539,37 @@ def _live_chunks(
     def chunk_args(rows: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
         return {name: values[rows] for name, values in sources.items()}, len(rows)
 
-    if not parallel:
+    if pool is None or not parallel:
         for rows in chunks:
             yield rows, _live_chunk(*chunk_args(rows), mapping, workers)
         return
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx) as pool:
-        # At most one chunk waits per process: the pickled chunks in flight cost memory.
-        pending: list[tuple[np.ndarray, Future[_ChunkResult]]] = []
-        for rows in chunks:
-            pending.append((rows, pool.submit(_live_chunk, *chunk_args(rows), mapping, 1)))
-            if len(pending) > workers:
-                done, future = pending.pop(0)
-                yield done, future.result()
-        for done, future in pending:
-            yield done, future.result()
+    # At most one chunk waits per process: the pickled chunks in flight cost memory.
+    pending: list[tuple[np.ndarray, Future[_ChunkResult]]] = []
+    for rows in chunks:
+        pending.append((rows, pool.submit(_live_chunk, *chunk_args(rows), mapping, 1)))
+        if len(pending) > workers:
+            done, future = pending.pop(0)
+            yield done, _share_raw(future.result(), done, sources, mapping)
+    for done, future in pending:
+        yield done, _share_raw(future.result(), done, sources, mapping)
+
+
+def _share_raw(
+    part: _ChunkResult, rows: np.ndarray, sources: dict[str, np.ndarray], mapping: Mapping
+) -> _ChunkResult:
+    """The review e-mails a worker returns that equal the raw value, as the raw (caller's) str
+    objects rather than the worker's copies, as in one process: the same values in less memory."""
+    for eslot, column in mapping.emails.items():
+        got = part.review.get(_REVIEW_EMAIL[eslot])
+        raw_values = sources.get(column)
+        if got is None or raw_values is None:
+            continue
+        present = np.flatnonzero(pd.notna(got))
+        original = raw_values[rows[present]]
+        same = [type(a) is str and a == b for a, b in zip(original, got[present], strict=True)]
+        if any(same):
+            got[present[same]] = original[same]
+    return part
 
 
 def _live_chunk(
