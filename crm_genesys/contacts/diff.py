@@ -17,7 +17,7 @@ later, older version can never win). That includes tombstones of keys state neve
 row: version -inf), so that a retried older window cannot resurrect a record the CRM deleted;
 `version_bumps.deleted` tells the store which flag to write.
 
-One vectorised left merge; no per-row Python.
+One vectorised left join by position (`Index.get_indexer`); no per-row Python.
 """
 
 from __future__ import annotations
@@ -74,29 +74,60 @@ def empty_snapshot() -> pd.DataFrame:
     )
 
 
+def _one_to_one(keys: np.ndarray, state_keys: np.ndarray) -> None:
+    """Raise as a one-to-one merge of the two key columns would (`pandas.errors.MergeError`)."""
+    left = pd.Index(keys).is_unique
+    right = pd.Index(state_keys).is_unique
+    if not left and not right:
+        raise pd.errors.MergeError(
+            "Merge keys are not unique in either left or right dataset; not a one-to-one merge"
+        )
+    if not left:
+        raise pd.errors.MergeError(
+            "Merge keys are not unique in left dataset; not a one-to-one merge"
+        )
+    if not right:
+        raise pd.errors.MergeError(
+            "Merge keys are not unique in right dataset; not a one-to-one merge"
+        )
+
+
 def diff(contacts: pd.DataFrame, snapshot: pd.DataFrame) -> ChangeSet:
     """Compare normalized contacts with the sync-state snapshot (see the module docstring)."""
-    snap = pd.DataFrame(
-        {
-            "business_key": snapshot["business_key"].to_numpy(dtype=object),
-            "_s_contact_id": snapshot["contact_id"].to_numpy(dtype=object),
-            "_s_hash": snapshot["content_hash"].to_numpy(dtype=object),
-            # Nullable ints survive the left merge exactly (float64 would round microseconds).
-            "_s_version": pd.array(snapshot["crm_version"].to_numpy(), dtype="Int64"),
-            "_s_deleted": pd.array(snapshot["deleted"].to_numpy(), dtype="boolean"),
-        }
+    keys = contacts["business_key"].to_numpy(dtype=object)
+    state_keys = snapshot["business_key"].to_numpy(dtype=object)
+    _one_to_one(keys, state_keys)
+    # The state row of each contact by position (-1: none): a left join without copying the
+    # contacts' columns into a merged frame.
+    at = (
+        pd.Index(state_keys).get_indexer(keys)
+        if len(state_keys)
+        else np.full(len(keys), -1, dtype=np.intp)
     )
-    merged = contacts[
-        ["business_key", "crm_id", "crm_version", "is_deleted", "content_hash", "payload"]
-    ].merge(snap, on="business_key", how="left", sort=False, validate="one_to_one")
-
-    has_state = merged["_s_version"].notna().to_numpy()
-    s_version = merged["_s_version"].to_numpy(dtype="int64", na_value=0)
-    version = merged["crm_version"].to_numpy(dtype="int64")
+    matched = np.flatnonzero(at >= 0)
+    at_m = at[matched]
+    n = len(keys)
+    # Nullable ints keep microseconds exact; a state row without a version counts as no state.
+    s_versions = pd.array(snapshot["crm_version"].to_numpy(), dtype="Int64")
+    has_state = np.zeros(n, dtype=bool)
+    has_state[matched] = ~s_versions.isna()[at_m]
+    s_version = np.zeros(n, dtype="int64")
+    s_version[matched] = s_versions.to_numpy(dtype="int64", na_value=0)[at_m]
     # A state row whose deleted flag is unknown is treated as deleted: never update a ghost.
-    live_state = has_state & ~merged["_s_deleted"].to_numpy(dtype=bool, na_value=True)
-    tomb = merged["is_deleted"].to_numpy(dtype=bool)
-    same_hash = (merged["content_hash"] == merged["_s_hash"]).to_numpy(dtype=bool, na_value=False)
+    s_deleted = np.ones(n, dtype=bool)
+    s_deleted[matched] = pd.array(snapshot["deleted"].to_numpy(), dtype="boolean").to_numpy(
+        dtype=bool, na_value=True
+    )[at_m]
+    live_state = has_state & ~s_deleted
+    version = contacts["crm_version"].to_numpy(dtype="int64")
+    tomb = contacts["is_deleted"].to_numpy(dtype=bool)
+    hashes = contacts["content_hash"].to_numpy(dtype=object)
+    same_hash = np.zeros(n, dtype=bool)
+    if len(matched):
+        s_hash = snapshot["content_hash"].to_numpy(dtype=object)[at_m]
+        same_hash[matched] = (pd.Series(hashes[matched]) == pd.Series(s_hash)).to_numpy(
+            dtype=bool, na_value=False
+        )
     stale = has_state & (version < s_version)
     undecided = ~stale
     unchanged_tomb = undecided & tomb & ~live_state
@@ -108,28 +139,32 @@ def diff(contacts: pd.DataFrame, snapshot: pd.DataFrame) -> ChangeSet:
     newer = ~has_state | (version > s_version)
     bumps = unchanged & newer
 
-    op = np.full(len(merged), None, dtype=object)
+    op = np.full(n, None, dtype=object)
     op[create] = "create"
     op[update] = "update"
     op[delete] = "delete"
     changed = create | update | delete
-    contact_id = merged["_s_contact_id"].to_numpy(dtype=object, na_value=None).copy()
+    contact_id = np.full(n, None, dtype=object)
+    contact_id[matched] = pd.Series(snapshot["contact_id"].to_numpy(dtype=object)).to_numpy(
+        dtype=object, na_value=None
+    )[at_m]
     contact_id[create] = None
     changes = pd.DataFrame(
         {
-            "business_key": merged["business_key"].to_numpy(dtype=object)[changed],
+            "business_key": keys[changed],
             "op": op[changed],
             "contact_id": contact_id[changed],
-            "crm_id": merged["crm_id"].to_numpy(dtype=object)[changed],
+            "crm_id": contacts["crm_id"].to_numpy(dtype=object)[changed],
             "crm_version": version[changed],
-            "content_hash": merged["content_hash"].to_numpy(dtype=object)[changed],
-            "payload": merged["payload"].to_numpy(dtype=object)[changed],
+            "content_hash": hashes[changed],
+            "payload": contacts["payload"].to_numpy(dtype=object)[changed],
         },
         columns=CHANGE_COLUMNS,
+        copy=False,  # fresh arrays: no consolidated copy
     )
     version_bumps = pd.DataFrame(
         {
-            "business_key": merged["business_key"].to_numpy(dtype=object)[bumps],
+            "business_key": keys[bumps],
             "crm_version": version[bumps],
             "deleted": tomb[bumps],
         }

@@ -30,12 +30,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from crm_genesys.contacts.diff import SNAPSHOT_COLUMNS
+
 # Bound parameters per IN list: well under SQLite's 32766 and PostgreSQL's 65535 limits.
 IN_CHUNK = 5_000
 # Rows per executemany: keeps a batch's parameter list small in memory.
 WRITE_CHUNK = 5_000
 
-SNAPSHOT_COLUMNS = ["business_key", "contact_id", "content_hash", "crm_version", "deleted"]
 INTENT_COLUMNS = [
     "id",
     "business_key",

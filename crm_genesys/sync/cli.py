@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from crm_genesys.contacts.diff import CHANGE_COLUMNS
 from crm_genesys.genesys.client import GenesysClient
 from crm_genesys.genesys.settings import GenesysSettings
 from crm_genesys.state.store import SyncStateStore
@@ -37,15 +38,7 @@ def read_changes(path: Path) -> pd.DataFrame:
     records = json.loads(path.read_text())
     frame = pd.DataFrame.from_records(
         records,
-        columns=[
-            "business_key",
-            "op",
-            "contact_id",
-            "crm_id",
-            "crm_version",
-            "content_hash",
-            "payload",
-        ],
+        columns=CHANGE_COLUMNS,
     )
     frame["crm_version"] = frame["crm_version"].astype("int64")
     return frame

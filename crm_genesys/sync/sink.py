@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import pandas as pd
 
+from crm_genesys.contacts.diff import CHANGE_COLUMNS
 from crm_genesys.genesys.errors import (
     AuthError,
     ConfigurationError,
@@ -55,7 +56,8 @@ from crm_genesys.state.store import (
 log = logging.getLogger(__name__)
 
 Op = Literal["create", "update", "delete"]
-CHANGE_COLUMNS = ("business_key", "op", "contact_id", "crm_id", "crm_version", "content_hash")
+# A changes frame may come without payloads (deletes need none).
+REQUIRED_COLUMNS = tuple(c for c in CHANGE_COLUMNS if c != "payload")
 # Failures of a whole request that no retry will cure within this run: stop at once.
 FATAL_ERRORS: tuple[type[BaseException], ...] = (
     AuthError,
@@ -591,7 +593,7 @@ async def apply_changes(
         raise ValueError("batch_size, max_in_flight and max_rounds must be >= 1")
     started = time.monotonic()
     frame = changeset if isinstance(changeset, pd.DataFrame) else changeset.changes
-    missing = [c for c in CHANGE_COLUMNS if c not in frame.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"changes frame lacks columns {missing}")
     payloads = frame["payload"] if "payload" in frame.columns else pd.Series([], dtype=object)

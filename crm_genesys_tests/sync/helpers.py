@@ -9,17 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from crm_genesys.contacts.diff import CHANGE_COLUMNS
 from crm_genesys.state.store import SyncStateStore
-
-CHANGE_COLUMNS = [
-    "business_key",
-    "op",
-    "contact_id",
-    "crm_id",
-    "crm_version",
-    "content_hash",
-    "payload",
-]
 
 
 def canonical(body: dict[str, Any]) -> str:
