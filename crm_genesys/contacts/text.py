@@ -77,8 +77,17 @@ def to_text(value: Any) -> str | None:
 
 def as_text(values: pd.Series) -> pd.Series:
     """A column as object text (str or None), whatever it held."""
-    if values.dtype == object and infer_dtype(values, skipna=True) in ("string", "empty"):
-        return values.where(values.notna(), None)
+    if values.dtype == object:
+        kind = infer_dtype(values, skipna=True)
+        if kind in ("string", "empty"):
+            return values.where(values.notna(), None)
+        if kind == "integer":
+            # ints and numpy integers (no bools, no nulls besides None/NaN): `str(int(v))` is
+            # `str(v)`, and pandas' `astype(str)` does that in one loop.
+            present = values.notna().to_numpy()
+            out = np.full(len(values), None, dtype=object)
+            out[present] = values[present].astype(str).to_numpy(dtype=object)
+            return pd.Series(out, index=values.index, dtype=object)
     return pd.Series(
         [to_text(v) for v in values.to_numpy(dtype=object)], index=values.index, dtype=object
     )
@@ -117,6 +126,13 @@ def factorize(values: Any) -> tuple[np.ndarray, np.ndarray]:
     an object array of hashable scalars, by Python equality. pandas' string hash table cuts a
     string at its first NUL character, so it would take "\\x00abc" and "" for one value."""
     arr = np.asarray(values, dtype=object)
+    if len(arr) and infer_dtype(arr, skipna=True) == "string":
+        # pandas' table, checked: where it took two strings for one, a value differs from its
+        # unique and the exact way below decides.
+        codes, uniques = pd.factorize(arr)
+        present = codes >= 0
+        if bool((uniques[codes[present]] == arr[present]).all()):
+            return codes.astype(np.intp, copy=False), uniques
     codes = np.full(len(arr), -1, dtype=np.intp)
     present = ~pd.isna(arr)
     seen: dict[Any, int] = {}
