@@ -1,7 +1,7 @@
 """Benchmark: normalize + validate + diff on N messy CRM rows, against a naive baseline.
 
     python -m benchmarks.bench_normalize [--rows N] [--naive-sample M] [--seed S] [--workers W]
-                                         [--db PATH] [--no-pipeline]
+                                         [--db PATH] [--no-pipeline] [--also-workers W2]
 
 Rows are generated in-process (vectorised, seeded) with mess like the demo CRM's: phones of ten
 countries in many formats (E.164, national with trunk prefix, 00/011 prefixes, extensions,
@@ -17,7 +17,9 @@ temporary directory; an existing `--db` of the right size is reused): `SqlCrmSou
 the whole generated range of the columns the mapping reads (as the asset extracts), `normalize`,
 pandera validation and `diff` against an empty snapshot, in a fresh child process so that its peak
 RSS is its own (sampled every 20 ms, with and without the normalize worker processes). The raw
-frame is released once normalized, as the asset would be.
+frame is released once normalized, as the asset would be. `--workers` is passed to `normalize`
+(default: its own default, one process); `--also-workers W2` measures the pipeline a second time
+with W2 processes, for comparison (`pipeline_workers_W2` in the results).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import psutil
 from crm_genesys.contacts.diff import diff, empty_snapshot
 from crm_genesys.contacts.mapping import load_mapping
 from crm_genesys.contacts.models import validate_contacts
-from crm_genesys.contacts.normalize import normalize
+from crm_genesys.contacts.normalize import default_workers, normalize
 from crm_genesys.settings import DEMO_MAPPING
 
 RESULTS = Path(__file__).parent / "results" / "normalize.json"
@@ -406,6 +408,7 @@ def run_pipeline(rows: int, seed: int, workers: int | None, db: Path | None) -> 
         child_conn.close()
         out: dict[str, Any] = parent.recv()
         child.join()
+    out["workers"] = workers if workers is not None else default_workers()
     out["db"] = str(db) if db is not None else "temporary"
     out["generate_db_seconds"] = None if t_gen is None else round(t_gen, 3)
     return out
@@ -413,7 +416,10 @@ def run_pipeline(rows: int, seed: int, workers: int | None, db: Path | None) -> 
 
 def _print_pipeline(p: dict[str, Any]) -> None:
     s = p["seconds"]
-    print(f"\npipeline on the demo CRM: {p['rows']:,} rows (SQLite, SqlCrmSource.extract)")
+    print(
+        f"\npipeline on the demo CRM: {p['rows']:,} rows (SQLite, SqlCrmSource.extract), "
+        f"normalize in {p['workers']} process(es)"
+    )
     print(f"{'step':<40} {'seconds':>9} {'rows/s':>12}")
     for name, key in (
         ("extract (whole range)", "extract"),
@@ -463,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--db", type=Path, default=None, help="demo CRM file (kept; reused)")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the demo CRM pipeline")
+    parser.add_argument(
+        "--also-workers", type=int, default=None, help="measure the pipeline again with W2"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     res = run(args.rows, args.naive_sample, args.seed, args.workers)
@@ -470,6 +479,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_pipeline:
         res["pipeline"] = run_pipeline(args.rows, args.seed, args.workers, args.db)
         _print_pipeline(res["pipeline"])
+        if args.also_workers is not None:
+            key = f"pipeline_workers_{args.also_workers}"
+            res[key] = run_pipeline(args.rows, args.seed, args.also_workers, args.db)
+            _print_pipeline(res[key])
     res["benchmark_seconds"] = round(time.perf_counter() - started, 1)
     print(f"benchmark took {res['benchmark_seconds']} s")
     args.output.parent.mkdir(parents=True, exist_ok=True)
