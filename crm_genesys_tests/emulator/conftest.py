@@ -4,9 +4,6 @@ emulator server in a subprocess on a free port."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -17,10 +14,10 @@ import httpx
 import pytest
 
 from crm_genesys.emulator import EmulatorApp, EmulatorConfig, ManualClock, create_app
+from crm_genesys_tests.emulator_server import Server, start_server
 
 T = TypeVar("T")
 API = "/api/v2/externalcontacts"
-REPO = Path(__file__).resolve().parents[2]
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -82,38 +79,8 @@ def org() -> Org:
     return make_org()
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[str]
-
-
-def start_server(*args: str, env: dict[str, str] | None = None) -> Server:
-    """`python -m crm_genesys.emulator serve --port 0 ...`, waiting for its ready line."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "crm_genesys.emulator", "serve", "--port", "0", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("emulator listening on "):
-        process.kill()
-        _, err = process.communicate(timeout=5)
-        raise AssertionError(f"emulator did not start: {line!r} {err}")
-    return Server(line.split()[-1], process)
-
-
 def stop_server(server: Server) -> int:
-    server.process.terminate()
-    try:
-        return server.process.wait(timeout=10)
-    finally:
-        if server.process.poll() is None:
-            server.process.kill()
+    return server.stop()
 
 
 @pytest.fixture

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +13,6 @@ from crm_genesys.emulator import EmulatorConfig, create_app
 from crm_genesys.genesys.client import GenesysClient
 from crm_genesys.genesys.settings import GenesysSettings
 
-REPO = Path(__file__).resolve().parents[2]
 CLIENT_ID = "demo-client"
 CLIENT_SECRET = "demo-secret"  # the emulator's documented demo credential
 
@@ -57,48 +53,6 @@ def contacts_by_external_id(contacts: list[dict[str, Any]], source_id: str) -> d
             if (ext.get("externalSource") or {}).get("id") == source_id:
                 out.setdefault(ext["value"], []).append(contact)
     return out
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[str]
-
-    def get(self, path: str) -> Any:
-        response = httpx.get(f"{self.url}{path}", timeout=10)
-        response.raise_for_status()
-        return response.json()
-
-    def put(self, path: str, body: Any) -> Any:
-        response = httpx.put(f"{self.url}{path}", json=body, timeout=10)
-        response.raise_for_status()
-        return response.json()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait(timeout=5)
-
-
-def start_server(*args: str) -> Server:
-    """`python -m crm_genesys.emulator serve --port 0 ARGS`, once it announces its URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "crm_genesys.emulator", "serve", "--port", "0", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("emulator listening on "):
-        process.kill()
-        raise AssertionError(f"emulator did not start: {line!r}")
-    return Server(line.split()[-1], process)
 
 
 def genesys_env(url: str, **tuning: int) -> dict[str, str]:

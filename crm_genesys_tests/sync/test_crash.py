@@ -22,13 +22,8 @@ from pathlib import Path
 import pytest
 
 from crm_genesys.state.store import SyncStateStore
-from crm_genesys_tests.sync.emulated import (
-    REPO,
-    Server,
-    contacts_by_external_id,
-    genesys_env,
-    start_server,
-)
+from crm_genesys_tests.emulator_server import REPO, Server, start_server
+from crm_genesys_tests.sync.emulated import contacts_by_external_id, genesys_env
 from crm_genesys_tests.sync.helpers import body_for, canonical, diff_against_state
 
 SOURCE_NAME = "crm-crash"

@@ -1,0 +1,65 @@
+"""The emulator as a real HTTP server in a subprocess, for tests that need separate processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+
+    def get(self, path: str) -> Any:
+        response = httpx.get(f"{self.url}{path}", timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def put(self, path: str, body: Any) -> Any:
+        response = httpx.put(f"{self.url}{path}", json=body, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit status (killed if it does not stop within 10 s)."""
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout=10)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def start_server(*args: str, env: dict[str, str] | None = None) -> Server:
+    """`python -m crm_genesys.emulator serve --port 0 ARGS`, once it announces its URL.
+
+    Its stderr goes to a file, not a pipe: a pipe nobody reads fills up and blocks the server.
+    """
+    with tempfile.TemporaryFile(mode="w+") as errors:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "crm_genesys.emulator", "serve", "--port", "0", *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("emulator listening on "):
+            process.kill()
+            process.wait(timeout=5)
+            errors.seek(0)
+            raise AssertionError(f"emulator did not start: {line!r} {errors.read()}")
+    return Server(line.split()[-1], process)
