@@ -46,16 +46,24 @@ def embedded_transport(db_path: Path | None = None) -> httpx.AsyncBaseTransport:
     return httpx.ASGITransport(app=create_app(EmulatorConfig(db_path=path)))
 
 
+def genesys_connection(
+    emulator_db: Path | None = None,
+) -> tuple[GenesysSettings, httpx.AsyncBaseTransport | None]:
+    """Real Genesys (default transport) when GENESYS_* credentials are set; else the embedded
+    emulator whose org is `emulator_db` (the data dir's by default)."""
+    if genesys_configured():
+        return GenesysSettings.from_env(), None
+    return embedded_settings(), embedded_transport(emulator_db)
+
+
 @asynccontextmanager
 async def open_genesys(
     settings: GenesysSettings | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[GenesysClient]:
-    """A client for real Genesys when it is configured, for the embedded emulator otherwise."""
+    """A client for `settings`, or for what `genesys_connection()` finds when none are given."""
     if settings is None:
-        settings = GenesysSettings.from_env() if genesys_configured() else None
-    if settings is None:
-        settings, transport = embedded_settings(), transport or embedded_transport()
+        settings, transport = genesys_connection()
     async with GenesysClient(settings, transport=transport) as client:
         yield client
 

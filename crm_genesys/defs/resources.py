@@ -16,7 +16,7 @@ import httpx
 from crm_genesys import runtime, settings
 from crm_genesys.contacts.mapping import Mapping, load_mapping
 from crm_genesys.crm.source import SqlCrmSource
-from crm_genesys.genesys.settings import GenesysSettings, genesys_configured
+from crm_genesys.genesys.settings import GenesysSettings
 from crm_genesys.state.store import SyncStateStore
 
 
@@ -63,14 +63,8 @@ class GenesysResource(dg.ConfigurableResource):
 
     emulator_db_path: str = ""
 
-    def describe(self) -> str:
-        if genesys_configured():
-            return GenesysSettings.from_env().api_base_url
-        return f"embedded emulator ({self.emulator_db_path or settings.emulator_db_path()})"
-
     def connection(self) -> tuple[GenesysSettings, httpx.AsyncBaseTransport | None]:
         """Settings and transport for the client: the default transport for real Genesys."""
-        if genesys_configured():
-            return GenesysSettings.from_env(), None
-        db_path = Path(self.emulator_db_path) if self.emulator_db_path else None
-        return runtime.embedded_settings(), runtime.embedded_transport(db_path)
+        return runtime.genesys_connection(
+            Path(self.emulator_db_path) if self.emulator_db_path else None
+        )
