@@ -8,6 +8,9 @@ import sqlite3
 from collections import Counter
 from datetime import UTC, datetime
 
+import pytest
+
+from crm_genesys import settings
 from crm_genesys.crm.expected import expected_contacts
 from crm_genesys.runtime import BUCKETS
 from crm_genesys_tests.defs.conftest import WINDOWS, World
@@ -89,3 +92,19 @@ def test_a_second_run_sends_no_writes(world: World) -> None:
     assert world.emulator.requests(since=mark) == []
     assert all(s["created"] == s["updated"] == s["deleted"] == 0 for s in again)
     assert all(s["accounted"] for s in again)
+
+
+def test_a_mapping_that_names_a_pii_column_never_runs(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mapping = settings.crm_mapping_path().read_text()
+    evil = world.root / "evil.yaml"
+    evil.write_text(mapping.replace("title: job_title", "title: national_id"))
+    monkeypatch.setenv("CRM_MAPPING", str(evil))
+
+    result = world.materialize(WINDOWS[0], raise_on_error=False)
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "national_id" in str(failure.step_failure_data.error)
+    assert world.emulator.all_contacts() == []
