@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,16 @@ from crm_genesys.crm.demo import DemoMeta, generate_demo_crm
 
 NOW = datetime(2024, 6, 1, 12, 34, 56, tzinfo=UTC)
 ROWS = 4_000
+
+
+def rows_of(path: Path) -> list[dict[str, object]]:
+    """Every row of the demo CRM's `contacts` table, by internal id."""
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM contacts ORDER BY id")]
+    finally:
+        conn.close()
 
 
 @pytest.fixture(scope="module")

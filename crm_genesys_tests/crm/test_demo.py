@@ -24,18 +24,9 @@ from crm_genesys.crm.demo import (
     window_floor,
 )
 
-from .conftest import NOW, ROWS
+from .conftest import NOW, ROWS, rows_of
 
 MODIFIED_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$")
-
-
-def rows_of(path: Path) -> list[dict[str, object]]:
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM contacts ORDER BY id")]
-    finally:
-        conn.close()
 
 
 def test_same_seed_same_rows_other_seed_other_rows(tmp_path: Path) -> None:

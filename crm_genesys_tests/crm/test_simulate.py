@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,21 +13,12 @@ from crm_genesys.crm.demo import DemoMeta, parse_modified, read_demo_meta, windo
 from crm_genesys.crm.simulate import next_window_now, simulate_activity
 from crm_genesys.crm.source import SqlCrmSource
 
-from .conftest import NOW
+from .conftest import NOW, rows_of
 
 BUSINESS = (
     "account_number", "first_name", "last_name", "country", "work_phone", "mobile_phone",
     "email", "customer_tier", "notes", "national_id",
 )  # fmt: skip
-
-
-def table(path: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute("SELECT * FROM contacts ORDER BY id")]
-    finally:
-        conn.close()
 
 
 def latest_by_key(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -42,12 +32,12 @@ def latest_by_key(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def test_each_activity_lands_in_the_window_of_now(demo_copy: tuple[Path, DemoMeta]) -> None:
     path, meta = demo_copy
-    before = table(path)
+    before = rows_of(path)
     old = latest_by_key(before)
     summary = simulate_activity(
         path, now=NOW, seed=5, updates=40, deletes=8, reindex=20, creates=15, new_column="segment"
     )
-    after = table(path)
+    after = rows_of(path)
     new = latest_by_key(after)
     start = window_floor(NOW, meta.window)
     assert (summary.window_start, summary.window_end) == (start, start + meta.window)
@@ -108,11 +98,11 @@ def test_rounds_record_their_windows_and_versions_move_forward(
     first = simulate_activity(path, now=NOW, seed=1, updates=30, deletes=0, reindex=0, creates=0)
     # Same window again, earlier `now`: stamps must still beat the versions written before.
     early = window_floor(NOW, meta.window) + timedelta(seconds=1)
-    rows_before = latest_by_key(table(path))
+    rows_before = latest_by_key(rows_of(path))
     second = simulate_activity(
         path, now=early, seed=2, updates=300, deletes=0, reindex=0, creates=0
     )
-    rows_after = latest_by_key(table(path))
+    rows_after = latest_by_key(rows_of(path))
     for key in set(first.updated_keys) & set(second.updated_keys):
         assert rows_after[key]["modified_at"] > rows_before[key]["modified_at"]
     later = next_window_now(path, NOW)
@@ -129,14 +119,14 @@ def test_same_seed_same_activity(demo_db: tuple[Path, DemoMeta], tmp_path: Path)
     sa_ = simulate_activity(a, now=NOW, seed=9, new_column="x1")
     sb = simulate_activity(b, now=NOW, seed=9, new_column="x1")
     assert sa_ == sb
-    assert table(a) == table(b)
+    assert rows_of(a) == rows_of(b)
 
 
 def test_bad_arguments_change_nothing(demo_copy: tuple[Path, DemoMeta]) -> None:
     path, _ = demo_copy
-    before = table(path)
+    before = rows_of(path)
     with pytest.raises(ValueError):
         simulate_activity(path, now=NOW, seed=1, new_column="x; DROP TABLE contacts")
     with pytest.raises(ValueError):
         simulate_activity(path, now=NOW, seed=1, updates=10**6)
-    assert table(path) == before
+    assert rows_of(path) == before
