@@ -82,9 +82,8 @@ def format_table(rows: Sequence[tuple[str, dict[str, int]]]) -> str:
 
 
 def run_demo(rows: int, seed: int, windows: int) -> int:
-    from crm_genesys.contacts.mapping import load_mapping
     from crm_genesys.crm.demo import generate_demo_crm
-    from crm_genesys.crm.source import SqlCrmSource
+    from crm_genesys.defs.resources import CrmResource
 
     crm_path = settings.demo_crm_path()
     crm_path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,15 +93,9 @@ def run_demo(rows: int, seed: int, windows: int) -> int:
         generate_demo_crm(
             crm_path, rows=rows, seed=seed, now=now, windows=windows, window=window_length()
         )
-    mapping = load_mapping(settings.crm_mapping_path())
-    source = SqlCrmSource(
-        settings.crm_database_url(),
-        table=mapping.source.table,
-        modified_column=mapping.source.modified_column,
-        deleted_column=mapping.source.deleted_column,
-        internal_id_column=mapping.source.internal_id_column,
-    )
-    span = source.modified_range()
+    crm = CrmResource()  # the CRM exactly as the assets read it
+    with crm.source(crm.mapping()) as source:
+        span = source.modified_range()
     if span is None:
         print("The CRM table has no rows: nothing to sync.")
         return 0

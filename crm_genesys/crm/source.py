@@ -79,6 +79,12 @@ class SqlCrmSource:
         if self._owns_engine:
             self._engine.dispose()
 
+    def __enter__(self) -> SqlCrmSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.dispose()
+
     # --- schema ---------------------------------------------------------------------------
 
     def _reflect(self, conn: Connection) -> sa.Table:

@@ -23,7 +23,8 @@ def crm_contacts(context: dg.AssetExecutionContext, crm: CrmResource) -> dg.Outp
     tombstones included; only the columns the mapping reads (denied columns are never read)."""
     start, end = window_bounds(context.partition_key)
     mapping = crm.mapping()
-    frame = crm.source(mapping).extract(start - crm.lookback, end, mapping.source_columns())
+    with crm.source(mapping) as source:
+        frame = source.extract(start - crm.lookback, end, mapping.source_columns())
     deleted = mapping.source.deleted_column
     tombstones = int(truthy(frame[deleted]).sum()) if deleted in frame else 0
     return dg.Output(
@@ -54,7 +55,9 @@ def normalized_contacts(
     result = normalize(crm_contacts, mapping)
     yield dg.Output(result, metadata=checks.normalization_metadata(result))
     # Drift and denied columns are judged on the CRM table itself, not on what was read.
-    yield from checks.normalized_check_results(result, crm.source(mapping).columns(), mapping)
+    with crm.source(mapping) as source:
+        crm_columns = source.columns()
+    yield from checks.normalized_check_results(result, crm_columns, mapping)
 
 
 @dg.asset(partitions_def=sync_windows, group_name=GROUP, kinds={"pandas"})
@@ -64,7 +67,8 @@ def contact_changes(
     """What Genesys must be told: creates, updates and deletes against the sync state; unchanged
     and stale rows dropped."""
     contacts = normalized_contacts.contacts
-    snapshot = state.store().snapshot(contacts["business_key"].tolist())
+    with state.store() as store:
+        snapshot = store.snapshot(contacts["business_key"].tolist())
     changes = diff(contacts, snapshot)
     ops = changes.changes["op"].value_counts().to_dict() if len(changes.changes) else {}
     return dg.Output(
@@ -99,16 +103,17 @@ def genesys_sync(
     """Genesys External Contacts brought in line with the window: bulk writes, paced to the rate
     budget, exactly once. Materializes only when every CRM row of the window is accounted for."""
     settings, transport = genesys.connection()
-    report = asyncio.run(
-        runtime.sync_changes(
-            contact_changes,
-            crm.mapping(),
-            state.store(),
-            context.partition_key,
-            settings=settings,
-            transport=transport,
+    with state.store() as store:
+        report = asyncio.run(
+            runtime.sync_changes(
+                contact_changes,
+                crm.mapping(),
+                store,
+                context.partition_key,
+                settings=settings,
+                transport=transport,
+            )
         )
-    )
     summary = runtime.summarize(
         context.partition_key, len(crm_contacts), normalized_contacts, contact_changes, report
     )

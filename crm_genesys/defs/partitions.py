@@ -50,15 +50,12 @@ sync_windows = build_sync_windows()
 
 def window_bounds(partition_key: str) -> tuple[datetime, datetime]:
     """The half-open [start, end) of a window, as aware UTC datetimes."""
-    start = datetime.strptime(partition_key, PARTITION_FORMAT).replace(tzinfo=UTC)
-    return start, start + window_length()
+    window = sync_windows.time_window_for_partition_key(partition_key)
+    return window.start, window.end
 
 
 def partition_key_for(moment: datetime) -> str:
-    """The key of the window containing `moment` (aware or naive UTC)."""
+    """The key of the window containing `moment` (aware, or naive meaning UTC)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    window = sync_windows.time_window_for_partition_key(
-        sync_windows.get_partition_key_for_timestamp(moment.timestamp())
-    )
-    return window.start.strftime(PARTITION_FORMAT)
+    return sync_windows.get_partition_key_for_timestamp(moment.timestamp())

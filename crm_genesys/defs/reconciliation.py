@@ -28,13 +28,14 @@ async def _reconcile(
         source_id = await client.ensure_external_source(
             mapping.external_source.name, mapping.external_source.uri_template
         )
-        return await reconcile(
-            client,
-            state.store(),
-            source_id=source_id,
-            repair=config.repair,
-            remove_duplicates=config.remove_duplicates,
-        )
+        with state.store() as store:
+            return await reconcile(
+                client,
+                store,
+                source_id=source_id,
+                repair=config.repair,
+                remove_duplicates=config.remove_duplicates,
+            )
 
 
 @dg.op(pool="genesys_api")

@@ -271,6 +271,12 @@ class SyncStateStore:
         """Close pooled connections (end of a run, or before a process fork)."""
         self.engine.dispose()
 
+    def __enter__(self) -> SyncStateStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.dispose()
+
     # ---------------------------------------------------------------- schema
 
     def create_all(self) -> None:
