@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -19,10 +20,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from crm_genesys.demo import format_table, instance, run_window
+    from crm_genesys.defs.execution import failure_message, format_table, instance, run_window
+    from crm_genesys.defs.partitions import check_window_key
 
-    counts = run_window(args.window, instance())
-    print(format_table([(args.window, counts)]))
+    key = check_window_key(args.window)
+    result, counts = run_window(key, instance(), log_level="INFO" if args.verbose else "WARNING")
+    print(format_table([(key, counts)]))
+    if not result.success:
+        print(f"\nwindow {key} failed: {failure_message(result)}", file=sys.stderr)
     return 0 if counts["ok"] else 1
 
 
@@ -68,12 +73,13 @@ def _crm_simulate(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from crm_genesys.genesys.check import CheckReport, check_connection
-    from crm_genesys.genesys.settings import GenesysSettings, genesys_configured
+    from crm_genesys.genesys.settings import GenesysSettings, configured_connection_vars
 
-    if not genesys_configured():
+    if not configured_connection_vars():
         print(
-            "No Genesys credentials in the environment (GENESYS_CLIENT_ID, GENESYS_CLIENT_SECRET, "
-            "GENESYS_REGION or GENESYS_API_HOST): the project runs on the embedded emulator.",
+            "No Genesys connection settings in the environment (GENESYS_CLIENT_ID, "
+            "GENESYS_CLIENT_SECRET, and GENESYS_REGION or GENESYS_API_HOST): the sync runs on "
+            "the embedded emulator. Set them to check a real org.",
             file=sys.stderr,
         )
         return 2
@@ -88,20 +94,25 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _schema_push(args: argparse.Namespace) -> int:
-    from crm_genesys import runtime
     from crm_genesys.contacts.mapping import load_mapping
-    from crm_genesys.contacts.schema import build_contact_schema
+    from crm_genesys.contacts.schema import build_contact_schema, schema_holds
+    from crm_genesys.genesys.target import GenesysTarget
 
     mapping = load_mapping(Path(args.mapping) if args.mapping else settings.crm_mapping_path())
     body = build_contact_schema(mapping)
+    target = GenesysTarget.from_env(os.environ, settings.emulator_db_path())
 
-    async def push() -> dict:
-        async with runtime.open_genesys() as client:
-            return await client.upsert_contact_schema(body)
+    async def push() -> tuple[dict, bool]:
+        async with target.client() as client:
+            existing = await client.find_contact_schema(str(body["name"]))
+            if existing is not None and schema_holds(existing, body):
+                return existing, False
+            return await client.upsert_contact_schema(body), True
 
-    schema = asyncio.run(push())
+    schema, changed = asyncio.run(push())
+    verb = "pushed" if changed else "unchanged"
     print(
-        f"contact schema {schema.get('name')!r}: "
+        f"contact schema {schema.get('name')!r} {verb} on {target.describe()}: "
         f"id {schema.get('id')}, version {schema.get('version')}"
     )
     return 0
@@ -121,8 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--windows", type=int, default=12, help="recent windows the demo data spans")
     demo.set_defaults(func=_demo)
 
-    sync = sub.add_parser("sync", help="run the sync job for one window in this process")
-    sync.add_argument("--window", required=True, help="partition key, e.g. 2026-11-29-10:00")
+    sync = sub.add_parser(
+        "sync", help="run the sync job for one window in this process, on the Dagster instance"
+    )
+    sync.add_argument(
+        "--window", required=True, help="the window's partition key, e.g. 2026-11-29-10:00 (UTC)"
+    )
+    sync.add_argument("-v", "--verbose", action="store_true", help="log every step's events")
     sync.set_defaults(func=_sync)
 
     crm = sub.add_parser("crm", help="the demo CRM").add_subparsers(
@@ -165,8 +181,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. Configuration mistakes end in one plain sentence on stderr and exit 2,
+    never in a traceback; anything else is a bug and keeps its traceback."""
+    from crm_genesys.contacts.mapping import MappingError
+    from crm_genesys.defs.partitions import WindowKeyError
+    from crm_genesys.genesys.errors import GenesysError
+    from crm_genesys.settings import SettingError
+    from crm_genesys.sync.window import ContactSchemaMissing, TargetMismatch
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (SettingError, MappingError, WindowKeyError, TargetMismatch) as exc:
+        print(f"crm-genesys {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (GenesysError, ContactSchemaMissing) as exc:
+        print(f"crm-genesys {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,25 +6,11 @@ demo syncs is visible afterwards in `make dev`.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import dagster as dg
-
 from crm_genesys import settings
+from crm_genesys.defs.execution import COLUMNS, format_table, instance, run_window
 from crm_genesys.defs.partitions import partition_key_for, sync_windows, window_length
-from crm_genesys.runtime import BUCKETS
-
-COLUMNS = ("extracted", *BUCKETS, "failed")
-
-
-def instance() -> dg.DagsterInstance:
-    """The persistent instance when DAGSTER_HOME is set (so `make dev` shows the runs)."""
-    if os.environ.get("DAGSTER_HOME"):
-        os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
-        return dg.DagsterInstance.get()
-    return dg.DagsterInstance.ephemeral()
 
 
 def windows_between(first: datetime, last: datetime) -> list[str]:
@@ -32,53 +18,6 @@ def windows_between(first: datetime, last: datetime) -> list[str]:
     keys = sync_windows.get_partition_keys()
     start, end = partition_key_for(first), partition_key_for(last)
     return [k for k in keys if start <= k <= end]
-
-
-def run_window(key: str, dagster_instance: dg.DagsterInstance) -> dict[str, int]:
-    """Run `sync_job` for one window in this process; the per-window counts as a dict."""
-    from crm_genesys.definitions import defs
-
-    job = defs.resolve_job_def("sync_job")
-    result = job.execute_in_process(
-        partition_key=key,
-        instance=dagster_instance,
-        raise_on_error=False,
-        # The full event log is in the instance (`make dev`); the terminal gets warnings only.
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-    )
-    counts = {name: 0 for name in COLUMNS}
-    events = result.asset_materializations_for_node("genesys_sync") if result.success else []
-    metadata = events[0].metadata if events else _failure_metadata(result)
-    for name in COLUMNS:
-        if name in metadata:
-            counts[name] = int(metadata[name].value)  # type: ignore[arg-type]
-    counts["ok"] = int(result.success)
-    counts["writes"] = counts["created"] + counts["updated"] + counts["deleted"]
-    return counts
-
-
-def _failure_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dg.MetadataValue]:
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data.user_failure_data:
-            return dict(event.step_failure_data.user_failure_data.metadata)
-    return {}
-
-
-def format_table(rows: Sequence[tuple[str, dict[str, int]]]) -> str:
-    header = ["window"] + [c.replace("_", " ") for c in COLUMNS] + ["result"]
-    body = [
-        [key] + [str(c[name]) for name in COLUMNS] + ["ok" if c["ok"] else "FAILED"]
-        for key, c in rows
-    ]
-    totals = {name: sum(c[name] for _, c in rows) for name in COLUMNS}
-    body.append(["total"] + [str(totals[name]) for name in COLUMNS] + [""])
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)) for r in [header, *body]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.insert(len(lines) - 1, lines[1])
-    return "\n".join(lines)
 
 
 def run_demo(rows: int, seed: int, windows: int) -> int:
@@ -93,7 +32,7 @@ def run_demo(rows: int, seed: int, windows: int) -> int:
         generate_demo_crm(
             crm_path, rows=rows, seed=seed, now=now, windows=windows, window=window_length()
         )
-    crm = CrmResource()  # the CRM exactly as the assets read it
+    crm = CrmResource.from_env()  # the CRM exactly as the assets read it
     with crm.source(crm.mapping()) as source:
         span = source.modified_range()
     if span is None:
@@ -104,7 +43,7 @@ def run_demo(rows: int, seed: int, windows: int) -> int:
     print(f"Syncing {len(keys)} windows into the Genesys emulator at {settings.emulator_db_path()}")
     results = []
     for key in keys:
-        counts = run_window(key, dagster_instance)
+        _, counts = run_window(key, dagster_instance)
         results.append((key, counts))
         print(
             f"  {key}: "

@@ -1,21 +1,183 @@
-"""Where things live, read from the environment. With nothing set, the embedded defaults run.
+"""Every setting of crm-genesys outside the Genesys client, declared once: name, default, parser.
 
-Every setting has one environment variable; nothing here talks to a network or reads a secret's
-value into a log. Secrets are read by the Genesys resource itself, from the environment.
+Settings come from the environment. Each is read through `get(name)` (or the helpers below), which
+parses the value and raises `SettingError` naming the variable when it cannot be used: a value is
+never silently ignored, and each setting has exactly one default, declared in `SETTINGS`. The
+Genesys connection and tuning (`GENESYS_*`) are declared by `crm_genesys.genesys.settings`.
+
+Nothing here talks to a network or reads a secret into a log.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-DEFAULT_DATA_DIR = ".crm_genesys"
 DEMO_MAPPING = Path(__file__).parent / "mappings" / "demo_crm.yaml"
+PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
+WINDOW_NAMES = ("15min", "hourly", "daily")
+
+
+class SettingError(ValueError):
+    """A setting's value cannot be used; the message names the variable and what it accepts."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment setting: `parse` turns the raw text into the value (raising ValueError
+    with a reason), `default` is the raw text used when the variable is unset or blank."""
+
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if value < low:
+            raise ValueError(f"must be at least {low}")
+        return value
+
+    return parse
+
+
+def _share(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be a share between 0 and 1")
+    return value
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return raw
+
+    return parse
+
+
+def _partition_start(raw: str) -> str:
+    datetime.strptime(raw, PARTITION_FORMAT)  # ValueError names the format below
+    return raw
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in (
+        Setting(
+            "CRM_GENESYS_DATA_DIR",
+            ".crm_genesys",
+            _text,
+            "directory of the embedded defaults: demo CRM, emulator org, sync state",
+        ),
+        Setting(
+            "CRM_DATABASE_URL",
+            "",
+            _text,
+            "SQLAlchemy URL of the CRM database or its replica; the demo CRM when empty",
+        ),
+        Setting(
+            "CRM_MAPPING", "", _text, "the mapping registry YAML; the demo CRM's mapping when empty"
+        ),
+        Setting(
+            "SYNC_STATE_URL",
+            "",
+            _text,
+            "SQLAlchemy URL of the sync-state store; SQLite in the data directory when empty",
+        ),
+        Setting(
+            "CRM_GENESYS_WINDOW",
+            "hourly",
+            _choice(WINDOW_NAMES),
+            "length of one sync window (one partition): 15min, hourly or daily",
+        ),
+        Setting(
+            "CRM_GENESYS_PARTITION_START",
+            "2026-01-01-00:00",
+            _partition_start,
+            "the first window, YYYY-MM-DD-HH:MM in UTC",
+        ),
+        Setting(
+            "CRM_GENESYS_LOOKBACK_MINUTES",
+            "5",
+            _int_at_least(0),
+            "minutes before a window's start that its extract also reads (late commits)",
+        ),
+        Setting(
+            "CRM_GENESYS_MAX_QUARANTINE_RATE",
+            "0.2",
+            _share,
+            "above this share of quarantined rows a window sends nothing (blocking check)",
+        ),
+        Setting(
+            "CRM_GENESYS_MAX_CLEAR_SHARE",
+            "0.2",
+            _share,
+            "a window whose updates would clear one field on more than this share of the "
+            "updated contacts stops until confirmed (mass-clear breaker)",
+        ),
+        Setting(
+            "CRM_GENESYS_MASS_CLEAR_MIN_CONTACTS",
+            "10",
+            _int_at_least(1),
+            "the mass-clear breaker judges only windows with at least this many updates",
+        ),
+        Setting(
+            "CRM_GENESYS_MAX_WINDOW_ATTEMPTS",
+            "5",
+            _int_at_least(1),
+            "how many times a failed window is tried in all by the retry sensor",
+        ),
+        Setting(
+            "CRM_GENESYS_RETRY_LOOKBACK_WINDOWS",
+            "48",
+            _int_at_least(1),
+            "how many of the most recent windows the retry sensor looks at",
+        ),
+        Setting(
+            "CRM_GENESYS_WORKERS",
+            "1",
+            _int_at_least(1),
+            "processes that normalize a large window (2 uses both cores, ~0.9 GiB more memory)",
+        ),
+    )
+}
+
+
+def get(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """The parsed value of setting `name` (its default when unset or blank)."""
+    setting = SETTINGS[name]
+    env = os.environ if environ is None else environ
+    raw = env.get(name, "").strip() or setting.default
+    try:
+        return setting.parse(raw)
+    except ValueError as exc:
+        reason = str(exc) if raw != setting.default else f"default is broken: {exc}"
+        if name == "CRM_GENESYS_PARTITION_START":
+            reason = f"expected YYYY-MM-DD-HH:MM ({exc})"
+        raise SettingError(f"{name}={raw!r} cannot be used: {reason}") from None
+
+
+def check_all(environ: Mapping[str, str] | None = None) -> None:
+    """Parse every setting once; raises `SettingError` for the first that cannot be used."""
+    for name in SETTINGS:
+        get(name, environ)
 
 
 def data_dir() -> Path:
     """The directory of the embedded defaults: demo CRM, emulator org, sync state."""
-    return Path(os.environ.get("CRM_GENESYS_DATA_DIR", DEFAULT_DATA_DIR)).resolve()
+    return Path(get("CRM_GENESYS_DATA_DIR")).resolve()
 
 
 def demo_crm_path() -> Path:
@@ -32,14 +194,24 @@ def sqlite_url(path: Path) -> str:
 
 def crm_database_url() -> str:
     """`CRM_DATABASE_URL`: any SQLAlchemy URL; the demo CRM by default."""
-    return os.environ.get("CRM_DATABASE_URL") or sqlite_url(demo_crm_path())
+    return str(get("CRM_DATABASE_URL")) or sqlite_url(demo_crm_path())
 
 
 def crm_mapping_path() -> Path:
     """`CRM_MAPPING`: the mapping registry YAML; the demo CRM's mapping by default."""
-    return Path(os.environ.get("CRM_MAPPING") or DEMO_MAPPING)
+    return Path(get("CRM_MAPPING") or DEMO_MAPPING)
 
 
 def sync_state_url() -> str:
     """`SYNC_STATE_URL`: the sync-state store; SQLite in the data dir by default."""
-    return os.environ.get("SYNC_STATE_URL") or sqlite_url(data_dir() / "sync_state.sqlite")
+    return str(get("SYNC_STATE_URL")) or sqlite_url(data_dir() / "sync_state.sqlite")
+
+
+def display_url(url: str) -> str:
+    """`url` as it may be shown (errors, logs, metadata): any password replaced by `***`."""
+    import sqlalchemy as sa
+
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL: never echo what might hold a secret
+        return "<unparseable URL>"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import os
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crm_genesys import settings
 from crm_genesys.contacts.countries import resolve_countries
 from crm_genesys.contacts.custom import coerce_custom_field
 from crm_genesys.contacts.keys import business_keys, crm_versions, truthy
@@ -397,10 +397,9 @@ def normalize(
 
 
 def default_workers() -> int:
-    """Processes for `normalize`: `CRM_GENESYS_WORKERS` when set, else 1 (one process keeps the
-    1M-row pipeline within its memory budget; see `normalize`)."""
-    env = os.environ.get("CRM_GENESYS_WORKERS", "").strip()
-    return int(env) if env.isdigit() and int(env) > 0 else 1
+    """Processes for `normalize`: the `CRM_GENESYS_WORKERS` setting (1 by default: one process
+    keeps the 1M-row pipeline within its memory budget; see `normalize`)."""
+    return int(settings.get("CRM_GENESYS_WORKERS"))
 
 
 def _ready() -> None:

@@ -24,7 +24,6 @@ test-suite checks that both paths agree.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import phonenumbers
 from pandas.api.types import infer_dtype
 from phonenumbers import PhoneMetadata
 
+from crm_genesys import settings
 from crm_genesys.contacts.text import factorize
 
 # Below this many distinct values a second process costs more (start-up, pickling) than it saves.
@@ -504,11 +504,8 @@ def _resolve_parallel(
 
 
 def default_workers() -> int:
-    """Processes used for large phone columns: `CRM_GENESYS_WORKERS`, else up to 2 CPUs."""
-    env = os.environ.get("CRM_GENESYS_WORKERS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return max(1, min(2, os.cpu_count() or 1))
+    """Processes used for large phone columns: the `CRM_GENESYS_WORKERS` setting."""
+    return int(settings.get("CRM_GENESYS_WORKERS"))
 
 
 @dataclass

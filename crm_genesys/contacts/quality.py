@@ -63,7 +63,7 @@ def e164_coverage(result: NormalizationResult, min_coverage: float = 0.9) -> Qua
     )
 
 
-def quarantine_rate(result: NormalizationResult, max_rate: float = 0.05) -> QualityFact:
+def quarantine_rate(result: NormalizationResult, max_rate: float) -> QualityFact:
     """Blocking (ERROR) when more than `max_rate` of the window's rows were quarantined: that
     many bad rows usually means a broken mapping or extract, not bad customers."""
     r = result.report
@@ -184,7 +184,7 @@ def all_facts(
     mapping: Mapping,
     columns: Iterable[Any],
     *,
-    max_quarantine_rate: float = 0.05,
+    max_quarantine_rate: float,
     min_e164_coverage: float = 0.9,
 ) -> list[QualityFact]:
     """Every fact above for one window (`columns`: the CRM table's or the extract's columns)."""

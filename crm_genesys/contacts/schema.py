@@ -66,3 +66,23 @@ def build_contact_schema(mapping: Mapping) -> dict[str, Any]:
             "properties": properties,
         },
     }
+
+
+def schema_holds(existing: dict[str, Any], body: dict[str, Any]) -> bool:
+    """Whether the org's schema already holds what `body` would push (so nothing is sent): the
+    same fields, each with every attribute we set (the platform may add attributes of its own)."""
+    held, wanted = existing.get("jsonSchema") or {}, body.get("jsonSchema") or {}
+    if existing.get("enabled", True) != body.get("enabled", True):
+        return False
+    held_props, wanted_props = held.get("properties") or {}, wanted.get("properties") or {}
+    if set(held_props) != set(wanted_props):
+        return False
+    if any(not _holds(held_props[k], v) for k, v in wanted_props.items()):
+        return False
+    return all(_holds(held.get(k), v) for k, v in wanted.items() if k != "properties")
+
+
+def _holds(held: object, wanted: object) -> bool:
+    if isinstance(wanted, dict):
+        return isinstance(held, dict) and all(_holds(held.get(k), v) for k, v in wanted.items())
+    return held == wanted

@@ -6,21 +6,27 @@ import asyncio
 import dagster as dg
 import pandas as pd
 
-from crm_genesys import runtime
 from crm_genesys.contacts.diff import ChangeSet, diff
 from crm_genesys.contacts.keys import truthy
 from crm_genesys.contacts.normalize import NormalizationResult, normalize
-from crm_genesys.defs import checks
-from crm_genesys.defs.partitions import sync_windows, window_bounds
+from crm_genesys.defs import checks, liveness
+from crm_genesys.defs.partitions import sync_windows, window_bounds, window_name
 from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
+from crm_genesys.sync.accounting import account
+from crm_genesys.sync.window import bind_window_length, sync_window
 
 GROUP = "crm_to_genesys"
 
 
 @dg.asset(partitions_def=sync_windows, group_name=GROUP, kinds={"sql", "pandas"})
-def crm_contacts(context: dg.AssetExecutionContext, crm: CrmResource) -> dg.Output[pd.DataFrame]:
+def crm_contacts(
+    context: dg.AssetExecutionContext, crm: CrmResource, genesys: GenesysResource
+) -> dg.Output[pd.DataFrame]:
     """CRM rows modified in the window (plus the lookback), one row per record version,
     tombstones included; only the columns the mapping reads (denied columns are never read)."""
+    # Where this run would write is settled first: a half-configured Genesys fails here,
+    # before the CRM is read, naming what is missing.
+    target = genesys.resolve()
     start, end = window_bounds(context.partition_key)
     mapping = crm.mapping()
     with crm.source(mapping) as source:
@@ -35,6 +41,8 @@ def crm_contacts(context: dg.AssetExecutionContext, crm: CrmResource) -> dg.Outp
             "columns_read": len(frame.columns),
             "extract_from": (start - crm.lookback).isoformat(),
             "extract_to": end.isoformat(),
+            "crm": crm.describe(),
+            "target": target.describe(),
         },
     )
 
@@ -89,36 +97,47 @@ def contact_changes(
     group_name=GROUP,
     kinds={"genesys"},
     pool="genesys_api",
+    deps=[contact_changes],
     check_specs=checks.SYNC_CHECK_SPECS,
 )
 def genesys_sync(
     context: dg.AssetExecutionContext,
-    crm_contacts: pd.DataFrame,
     normalized_contacts: NormalizationResult,
-    contact_changes: ChangeSet,
     crm: CrmResource,
     genesys: GenesysResource,
     state: SyncStateResource,
 ):
     """Genesys External Contacts brought in line with the window: bulk writes, paced to the rate
-    budget, exactly once. Materializes only when every CRM row of the window is accounted for."""
-    settings, transport = genesys.connection()
+    budget, exactly once. Materializes only when every CRM row of the window is accounted for.
+
+    One run at a time syncs a window (a lease in the sync state). Under the lease the changes
+    are diffed again against the state as it is now: what another run of the window did while
+    this one waited counts as unchanged here, never twice."""
+    window = context.partition_key
+    run_id = context.run.run_id
+    target = genesys.resolve()
     with state.store() as store:
-        report = asyncio.run(
-            runtime.sync_changes(
-                contact_changes,
-                crm.mapping(),
-                store,
-                context.partition_key,
-                settings=settings,
-                transport=transport,
+        bind_window_length(store, window_name())
+        holder = liveness.claim_window(context.instance, store, window, run_id)
+        if holder is not None:
+            raise dg.Failure(
+                description=(
+                    f"window {window} is being synced by run {holder.holder} (since "
+                    f"{holder.acquired_at:%Y-%m-%d %H:%M:%S} UTC, pid {holder.pid} on "
+                    f"{holder.host}); this run stops without sending anything. Re-run the "
+                    "window once that run has ended: it will send only what is still missing."
+                ),
+                allow_retries=False,
             )
-        )
-    summary = runtime.summarize(
-        context.partition_key, len(crm_contacts), normalized_contacts, contact_changes, report
-    )
-    metadata = checks.summary_metadata(summary)
-    if summary.failed or not summary.accounted:
+        try:
+            contacts = normalized_contacts.contacts
+            changes = diff(contacts, store.snapshot(contacts["business_key"].tolist()))
+            report = asyncio.run(sync_window(changes, crm.mapping(), store, window, target))
+        finally:
+            store.release_window(window, run_id)
+    summary = account(window, normalized_contacts, changes, report)
+    metadata = {**checks.summary_metadata(summary), "target": target.describe()}
+    if not summary.done:
         # The watermark: the window stays unmaterialized until a re-run accounts for every row.
         raise dg.Failure(
             description=(

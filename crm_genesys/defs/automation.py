@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import timedelta
 
 import dagster as dg
 
+from crm_genesys import settings
 from crm_genesys.defs.assets import contact_changes, crm_contacts, genesys_sync, normalized_contacts
-from crm_genesys.defs.partitions import sync_windows
+from crm_genesys.defs.partitions import (
+    partition_key_for,
+    schedule_offset_minutes,
+    sync_windows,
+    window_length,
+    window_name,
+)
 
 sync_job = dg.define_asset_job(
     "sync_job",
@@ -17,18 +23,34 @@ sync_job = dg.define_asset_job(
     description="Sync one CRM window into Genesys Cloud External Contacts.",
 )
 
-# Each window is synced a few minutes after it closes, when late commits have landed.
-sync_schedule = dg.build_schedule_from_partitioned_job(
-    sync_job,
-    name="sync_schedule",
-    minute_of_hour=5,
+
+def schedule_cron(name: str) -> str:
+    """Cron of the scheduled runs: each window's close plus `schedule_offset_minutes`."""
+    offset = schedule_offset_minutes(name)
+    return {
+        "15min": f"{offset}-59/15 * * * *",
+        "hourly": f"{offset} * * * *",
+        "daily": f"{offset} 0 * * *",
+    }[name]
+
+
+@dg.schedule(
+    job=sync_job,
+    cron_schedule=schedule_cron(window_name()),
+    execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
+def sync_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """Each window is synced a few minutes after it closes, when late commits have landed."""
+    closed_at = context.scheduled_execution_time - timedelta(minutes=schedule_offset_minutes())
+    key = partition_key_for(closed_at - window_length())
+    return dg.RunRequest(partition_key=key, run_key=f"scheduled:{key}")
+
 
 # A window is tried at most this many times in all (its first run included).
-MAX_ATTEMPTS = int(os.environ.get("CRM_GENESYS_MAX_WINDOW_ATTEMPTS", "5"))
+MAX_ATTEMPTS = int(settings.get("CRM_GENESYS_MAX_WINDOW_ATTEMPTS"))
 # How many of the most recent windows the sensor looks at.
-LOOKBACK_WINDOWS = int(os.environ.get("CRM_GENESYS_RETRY_LOOKBACK_WINDOWS", "48"))
+LOOKBACK_WINDOWS = int(settings.get("CRM_GENESYS_RETRY_LOOKBACK_WINDOWS"))
 
 
 def failed_windows(instance: dg.DagsterInstance, keys: Sequence[str]) -> list[str]:

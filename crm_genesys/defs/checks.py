@@ -7,16 +7,16 @@ into Dagster results.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
+from crm_genesys import settings
 from crm_genesys.contacts import quality
 from crm_genesys.contacts.mapping import Mapping
 from crm_genesys.contacts.normalize import NormalizationResult
-from crm_genesys.runtime import WindowSummary
+from crm_genesys.sync.accounting import WindowAccount
 
 NORMALIZED = dg.AssetKey("normalized_contacts")
 SYNC = dg.AssetKey("genesys_sync")
@@ -98,17 +98,17 @@ def normalized_check_results(
 
 def max_quarantine_rate() -> float:
     """`CRM_GENESYS_MAX_QUARANTINE_RATE`: above this share of quarantined rows nothing is sent."""
-    return float(os.environ.get("CRM_GENESYS_MAX_QUARANTINE_RATE", "0.2"))
+    return float(settings.get("CRM_GENESYS_MAX_QUARANTINE_RATE"))
 
 
-def summary_metadata(summary: WindowSummary) -> dict[str, Any]:
+def summary_metadata(summary: WindowAccount) -> dict[str, Any]:
     metadata: dict[str, Any] = dict(summary.counts())
     metadata["accounted"] = summary.accounted
     metadata.update({f"sink/{k}": v for k, v in summary.sink.items()})
     return metadata
 
 
-def sync_check_results(summary: WindowSummary) -> Iterator[dg.AssetCheckResult]:
+def sync_check_results(summary: WindowAccount) -> Iterator[dg.AssetCheckResult]:
     yield dg.AssetCheckResult(
         asset_key=SYNC,
         check_name="dead_letters",

@@ -9,7 +9,6 @@ import asyncio
 
 import dagster as dg
 
-from crm_genesys import runtime
 from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
 from crm_genesys.sync.reconcile import ReconcileReport, reconcile
 
@@ -23,8 +22,7 @@ async def _reconcile(
     config: ReconcileConfig, crm: CrmResource, genesys: GenesysResource, state: SyncStateResource
 ) -> ReconcileReport:
     mapping = crm.mapping()
-    settings, transport = genesys.connection()
-    async with runtime.open_genesys(settings, transport) as client:
+    async with genesys.resolve().client() as client:
         source_id = await client.ensure_external_source(
             mapping.external_source.name, mapping.external_source.uri_template
         )

@@ -1,40 +1,52 @@
-"""Resources: the CRM, Genesys and the sync-state store, each configured from the environment.
+"""Resources: the CRM, Genesys and the sync-state store, each carrying its settings as fields.
 
-Secrets never pass through Dagster config (they would show in the UI's launchpad and run config):
-Genesys credentials are read from the environment by `GenesysSettings.from_env()` when the sync
-opens its client.
+`*.from_env()` builds each resource from the environment, in one place (`definitions.py` calls
+them); tests build them with explicit fields instead. Secrets are `dg.EnvVar` fields: Dagster
+resolves them in the run's process and shows only the variable's name in the UI, never the value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping as AbcMapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
-import httpx
+from pydantic import Field
 
-from crm_genesys import runtime, settings
+from crm_genesys import settings
 from crm_genesys.contacts.mapping import Mapping, load_mapping
 from crm_genesys.crm.source import SqlCrmSource
-from crm_genesys.genesys.settings import GenesysSettings
+from crm_genesys.genesys.settings import GENESYS_CONNECTION_VARS, configured_connection_vars
+from crm_genesys.genesys.target import GenesysTarget
 from crm_genesys.state.store import SyncStateStore
+
+# Genesys connection settings that are secrets (or identify one): EnvVar fields, never values.
+_SECRET_VARS = ("GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET")
 
 
 class CrmResource(dg.ConfigurableResource):
     """The CRM database (any SQLAlchemy URL) and the mapping registry that reads it."""
 
-    database_url: str = ""  # empty: CRM_DATABASE_URL, else the demo CRM
-    mapping_path: str = ""  # empty: CRM_MAPPING, else the demo CRM's mapping
-    lookback_minutes: int = 5  # rows committed late into the previous window are still extracted
+    database_url: str
+    mapping_path: str
+    lookback_minutes: int = 5
+
+    @classmethod
+    def from_env(cls) -> CrmResource:
+        return cls(
+            database_url=settings.crm_database_url(),
+            mapping_path=str(settings.crm_mapping_path()),
+            lookback_minutes=int(settings.get("CRM_GENESYS_LOOKBACK_MINUTES")),
+        )
 
     def mapping(self) -> Mapping:
-        return load_mapping(
-            Path(self.mapping_path) if self.mapping_path else settings.crm_mapping_path()
-        )
+        return load_mapping(Path(self.mapping_path))
 
     def source(self, mapping: Mapping) -> SqlCrmSource:
         return SqlCrmSource(
-            self.database_url or settings.crm_database_url(),
+            self.database_url,
             table=mapping.source.table,
             modified_column=mapping.source.modified_column,
             deleted_column=mapping.source.deleted_column,
@@ -45,26 +57,74 @@ class CrmResource(dg.ConfigurableResource):
     def lookback(self) -> timedelta:
         return timedelta(minutes=self.lookback_minutes)
 
+    def describe(self) -> str:
+        return f"{settings.display_url(self.database_url)} (mapping {self.mapping_path})"
+
 
 class SyncStateResource(dg.ConfigurableResource):
     """The sync-state store (what Genesys holds from us): SQLite by default, PostgreSQL in prod."""
 
-    url: str = ""  # empty: SYNC_STATE_URL, else SQLite in the data dir
+    url: str
+
+    @classmethod
+    def from_env(cls) -> SyncStateResource:
+        return cls(url=settings.sync_state_url())
 
     def store(self) -> SyncStateStore:
-        return runtime.open_state(self.url or None)
+        if self.url.startswith("sqlite:///"):
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        store = SyncStateStore(self.url)
+        store.create_all()
+        return store
 
 
 class GenesysResource(dg.ConfigurableResource):
-    """Which Genesys to talk to: real Genesys when GENESYS_* credentials are set, else the emulator.
+    """Which Genesys the sync writes to, chosen explicitly (see `crm_genesys.genesys.target`).
 
-    `emulator_db_path` points the embedded emulator at another org file (tests, demos).
+    `target` is `emulator` (the embedded emulator over the org file `emulator_db_path`) or
+    `genesys` (real Genesys Cloud from `env`: the `GENESYS_*` settings present when the
+    definitions were loaded; the client id and secret as `dg.EnvVar`s). A `genesys` target whose
+    settings are incomplete or invalid fails the run before the CRM is read, naming the variable.
     """
 
+    target: str = "emulator"
     emulator_db_path: str = ""
+    env: dict[str, str] = Field(default_factory=dict)
 
-    def connection(self) -> tuple[GenesysSettings, httpx.AsyncBaseTransport | None]:
-        """Settings and transport for the client: the default transport for real Genesys."""
-        return runtime.genesys_connection(
-            Path(self.emulator_db_path) if self.emulator_db_path else None
+    @classmethod
+    def from_env(cls, environ: AbcMapping[str, str] | None = None) -> GenesysResource:
+        import os
+
+        source = os.environ if environ is None else environ
+        if not configured_connection_vars(source):
+            return cls(target="emulator", emulator_db_path=str(settings.emulator_db_path()))
+        env: dict[str, Any] = {
+            name: value.strip()
+            for name, value in source.items()
+            if name.startswith("GENESYS_") and name not in _SECRET_VARS and value.strip()
+        }
+        for name in _SECRET_VARS:
+            if source.get(name, "").strip():
+                env[name] = dg.EnvVar(name)
+        return cls(target="genesys", env=env)
+
+    def resolve(self) -> GenesysTarget:
+        """The target of this run; raises `ConfigurationError` naming what is missing."""
+        if self.target == "emulator":
+            path = Path(self.emulator_db_path) if self.emulator_db_path else None
+            return GenesysTarget.embedded(path or settings.emulator_db_path())
+        if self.target == "genesys":
+            return GenesysTarget.genesys(self.env)
+        from crm_genesys.genesys.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"GenesysResource.target must be 'emulator' or 'genesys', not {self.target!r}"
         )
+
+
+__all__ = [
+    "GENESYS_CONNECTION_VARS",
+    "CrmResource",
+    "GenesysResource",
+    "SyncStateResource",
+]

@@ -166,6 +166,14 @@ class GenesysSettings:
 
 
 _REGION_VARS = ("GENESYS_BASE_URL", "GENESYS_API_HOST", "GENESYS_REGION")
+# The connection settings: any of them present means "real Genesys", and then all must be right.
+GENESYS_CONNECTION_VARS = ("GENESYS_CLIENT_ID", "GENESYS_CLIENT_SECRET", *_REGION_VARS)
+
+
+def configured_connection_vars(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The Genesys connection settings present (non-empty) in `environ`."""
+    env = os.environ if environ is None else environ
+    return [name for name in GENESYS_CONNECTION_VARS if env.get(name, "").strip()]
 
 
 def genesys_configured(environ: Mapping[str, str] | None = None) -> bool:

@@ -10,7 +10,9 @@ Tables
   known. A pending intent after a crash means "a contact with this ExternalId may exist": the next
   run looks it up before creating again (exactly-once creates).
 - `dead_letters`: items Genesys rejected permanently, with the reason and the CRM metadata.
-- `meta`: small key/value facts (e.g. the External Source id of a source name).
+- `bindings`: what the state was built against (the Genesys org, the window length); a run
+  against anything else is refused (`BindingMismatch`), so one org's state never drives another.
+- `window_leases`: the run that is syncing a window right now (one at a time per window).
 
 Monotonic writes: a `contact_state` row is only overwritten by an equal or newer `crm_version`.
 The guard is part of the SQL statement itself (`ON CONFLICT ... DO UPDATE ... WHERE`), so two
@@ -20,7 +22,7 @@ runs writing the same key concurrently can never leave the older version behind.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -111,11 +113,27 @@ dead_letters = sa.Table(
     sa.Index("ix_dead_letters_window", "window"),
 )
 
-meta = sa.Table(
-    "meta",
+bindings = sa.Table(
+    "bindings",
     metadata,
-    sa.Column("key", sa.String(255), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
+    # What the state is bound to (`genesys_org`, `window_length`): its first value, for good.
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("bound_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+window_leases = sa.Table(
+    "window_leases",
+    metadata,
+    # At most one run syncs a window at a time: the row is the lock, its holder a run id.
+    sa.Column("window", sa.String(64), primary_key=True, quote=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    # When that process started (clock ticks since boot): a reused pid is not the holder.
+    sa.Column("pid_started", sa.BigInteger, nullable=False),
+    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 
@@ -175,6 +193,30 @@ class DeadLetter:
     status: int | None
     code: str | None
     reason: str | None
+
+
+class BindingMismatch(RuntimeError):
+    """The state was built against something else than this run (another org, another window
+    length). `held` is what the state is bound to, `given` what the run brought."""
+
+    def __init__(self, name: str, held_label: str, given_label: str) -> None:
+        self.name = name
+        self.held = held_label
+        self.given = given_label
+        super().__init__(f"{name}: the sync state is bound to {held_label}, not {given_label}")
+
+
+@dataclass(frozen=True)
+class WindowLease:
+    """Who is syncing a window: a run id, on `host` in process `pid` (started at `pid_started`
+    ticks since boot), since `acquired_at`."""
+
+    window: str
+    holder: str
+    host: str
+    pid: int
+    pid_started: int
+    acquired_at: dt.datetime
 
 
 def _now() -> dt.datetime:
@@ -264,8 +306,12 @@ class SyncStateStore:
         return sa.create_engine(url, pool_pre_ping=True)
 
     def __repr__(self) -> str:
-        # The URL may carry a database password: never print it.
-        return f"SyncStateStore({self.engine.url.render_as_string(hide_password=True)!r})"
+        return f"SyncStateStore({self.display_url!r})"
+
+    @property
+    def display_url(self) -> str:
+        """The store's URL as it may be shown: the password, if any, masked."""
+        return self.engine.url.render_as_string(hide_password=True)
 
     def dispose(self) -> None:
         """Close pooled connections (end of a run, or before a process fork)."""
@@ -371,11 +417,6 @@ class SyncStateStore:
             records = [tuple(row) for row in conn.execute(stmt)]
         return pd.DataFrame.from_records(records, columns=DEAD_LETTER_COLUMNS)
 
-    def get_meta(self, key: str) -> str | None:
-        with self.engine.connect() as conn:
-            value = conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).scalar()
-        return None if value is None else str(value)
-
     def counts(self) -> dict[str, int]:
         """Row counts for reports: live and deleted contacts, pending intents, dead letters."""
         live = sa.func.sum(sa.case((contact_state.c.deleted.is_(False), 1), else_=0))
@@ -392,6 +433,102 @@ class SyncStateStore:
             "intents_pending": int(pending),
             "dead_letters": int(letters or 0),
         }
+
+    # ---------------------------------------------------------------- bindings and leases
+
+    def bind(self, name: str, value: str, label: str) -> None:
+        """Bind the state to `value` under `name` on first use; afterwards refuse any other value
+        with `BindingMismatch` (labels say, in words, what each value is). Atomic: of two runs
+        binding different values at once, exactly one wins and the other is refused."""
+        stmt = self._insert(bindings).values(name=name, value=value, label=label, bound_at=_now())
+        with self.engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=[bindings.c.name]))
+            held = conn.execute(
+                sa.select(bindings.c.value, bindings.c.label).where(bindings.c.name == name)
+            ).one()
+        if held.value != value:
+            raise BindingMismatch(name, held.label, label)
+
+    def binding(self, name: str) -> tuple[str, str] | None:
+        """(value, label) the state is bound to under `name`, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(bindings.c.value, bindings.c.label).where(bindings.c.name == name)
+            ).first()
+        return None if row is None else (str(row.value), str(row.label))
+
+    def acquire_window(
+        self,
+        window: str,
+        holder: str,
+        *,
+        host: str,
+        pid: int,
+        pid_started: int,
+        stale: Callable[[WindowLease], bool],
+    ) -> WindowLease | None:
+        """Take the lease of `window` for `holder`; None when taken (or already held by it).
+
+        When another holder has it, `stale(lease)` decides whether that holder is gone (its run
+        ended, its process died): then the lease passes to `holder`; else the lease is returned
+        and nothing changes. Atomic: of two holders taking a free lease at once, one gets it.
+        """
+        values = {
+            "window": window,
+            "holder": holder,
+            "host": host,
+            "pid": pid,
+            "pid_started": pid_started,
+        }
+        for _ in range(3):
+            with self.engine.begin() as conn:
+                inserted = conn.execute(
+                    self._insert(window_leases)
+                    .values(**values, acquired_at=_now())
+                    .on_conflict_do_nothing(index_elements=[window_leases.c["window"]])
+                ).rowcount
+                if inserted:
+                    return None
+                row = conn.execute(
+                    sa.select(window_leases).where(window_leases.c["window"] == window)
+                ).first()
+            if row is None:
+                continue  # released in between: try again
+            lease = _lease(row)
+            if lease.holder == holder:
+                return None
+            if not stale(lease):
+                return lease
+            with self.engine.begin() as conn:
+                # Take it over only if it is still the stale holder's (compare-and-set).
+                conn.execute(
+                    window_leases.update()
+                    .where(window_leases.c["window"] == window)
+                    .where(window_leases.c.holder == lease.holder)
+                    .values(**values, acquired_at=_now())
+                )
+                row = conn.execute(
+                    sa.select(window_leases.c.holder).where(window_leases.c["window"] == window)
+                ).first()
+            if row is not None and row.holder == holder:
+                return None
+        raise RuntimeError(f"could not settle the lease of window {window!r}")
+
+    def release_window(self, window: str, holder: str) -> None:
+        """Give back the lease of `window` if `holder` has it."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                window_leases.delete()
+                .where(window_leases.c["window"] == window)
+                .where(window_leases.c.holder == holder)
+            )
+
+    def window_lease(self, window: str) -> WindowLease | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(window_leases).where(window_leases.c["window"] == window)
+            ).first()
+        return None if row is None else _lease(row)
 
     # ---------------------------------------------------------------- writes
 
@@ -449,15 +586,6 @@ class SyncStateStore:
         """Record permanently rejected items (idempotent per key, version and operation)."""
         with self.batch(window) as tx:
             tx.dead_letter(letters)
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self.engine.begin() as conn:
-            stmt = self._insert(meta).values(key=key, value=value)
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[meta.c.key], set_={"value": stmt.excluded.value}
-                )
-            )
 
     # ---------------------------------------------------------------- internals
 
@@ -646,6 +774,12 @@ class SyncStateStore:
         ]
         for chunk in _chunks(params, WRITE_CHUNK):
             conn.execute(stmt, list(chunk))
+
+
+def _lease(row: Any) -> WindowLease:
+    return WindowLease(
+        row.window, row.holder, row.host, int(row.pid), int(row.pid_started), row.acquired_at
+    )
 
 
 def _latest(rows: list[_W]) -> list[_W]:

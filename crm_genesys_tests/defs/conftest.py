@@ -1,48 +1,73 @@
-"""An isolated world per test: data dir, demo CRM, in-process emulator whose log the test reads."""
+"""An isolated world per test: a demo CRM, an embedded emulator org, a sync state and a Dagster
+test instance, wired through explicit resources (never by patching module internals)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
-import httpx
 import pytest
 
-from crm_genesys import runtime, settings
+from crm_genesys import settings
 from crm_genesys.crm.demo import generate_demo_crm
-from crm_genesys.definitions import defs
-from crm_genesys.emulator import EmulatorConfig, create_app
+from crm_genesys.definitions import make_definitions
+from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
+from crm_genesys.genesys.settings import GENESYS_CONNECTION_VARS
+from crm_genesys.genesys.target import embedded_app
 
-GENESYS_ENV = (
-    "GENESYS_CLIENT_ID",
-    "GENESYS_CLIENT_SECRET",
-    "GENESYS_REGION",
-    "GENESYS_API_HOST",
-    "GENESYS_BASE_URL",
-)
 NOW = datetime(2026, 11, 29, 12, 30, tzinfo=UTC)
 WINDOWS = ["2026-11-29-10:00", "2026-11-29-11:00"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class World:
     root: Path
     now: datetime
     crm_path: Path
-    app: object  # the emulator app; `.emulator` is its state and request log
     instance: dg.DagsterInstance
+    crm: CrmResource
+    genesys: GenesysResource
+    state: SyncStateResource
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        return {"crm": self.crm, "genesys": self.genesys, "state": self.state}
+
+    @property
+    def definitions(self) -> dg.Definitions:
+        return make_definitions(self.resources)
+
+    @property
+    def emulator_db(self) -> Path:
+        return Path(self.genesys.emulator_db_path)
 
     @property
     def emulator(self):
-        return self.app.emulator  # type: ignore[attr-defined]
+        """The embedded emulator's state and request log (one app per org file and process)."""
+        return embedded_app(self.emulator_db).emulator
 
-    def materialize(self, partition_key: str, *, raise_on_error: bool = True):
+    def but(self, **resources: Any) -> World:
+        """This world with some resources replaced (`crm=`, `genesys=`, `state=`)."""
+        return dataclasses.replace(self, **resources)
+
+    def materialize(
+        self,
+        partition_key: str,
+        *,
+        raise_on_error: bool = True,
+        run_config: dict[str, Any] | None = None,
+    ):
         """Run `sync_job` for one window, as the schedule and the sensor do."""
-        return defs.resolve_job_def("sync_job").execute_in_process(
-            partition_key=partition_key, instance=self.instance, raise_on_error=raise_on_error
+        return self.definitions.resolve_job_def("sync_job").execute_in_process(
+            partition_key=partition_key,
+            instance=self.instance,
+            raise_on_error=raise_on_error,
+            run_config=run_config,
         )
 
 
@@ -66,19 +91,26 @@ def recent_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Wo
 
 def make_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, now: datetime) -> Iterator[World]:
     """A demo CRM of two hourly windows before `now`, an emulator, a Dagster test instance."""
-    for name in GENESYS_ENV:
+    # Nothing of the developer's environment may leak in: no real Genesys, no other CRM.
+    for name in (*GENESYS_CONNECTION_VARS, "CRM_DATABASE_URL", "SYNC_STATE_URL", "CRM_MAPPING"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CRM_GENESYS_DATA_DIR", str(tmp_path))
-    for name in ("CRM_DATABASE_URL", "SYNC_STATE_URL", "CRM_MAPPING"):
-        monkeypatch.delenv(name, raising=False)
     crm_path = settings.demo_crm_path()
     generate_demo_crm(
         crm_path, rows=600, seed=3, now=now, windows=len(WINDOWS), window=timedelta(hours=1)
     )
-    app = create_app(EmulatorConfig(db_path=settings.emulator_db_path()))
-    # One emulator for the whole test, so its request log spans every run.
-    monkeypatch.setattr(
-        runtime, "embedded_transport", lambda db_path=None: httpx.ASGITransport(app=app)
-    )
     with dg.instance_for_test() as instance:
-        yield World(tmp_path, now, crm_path, app, instance)
+        yield World(
+            root=tmp_path,
+            now=now,
+            crm_path=crm_path,
+            instance=instance,
+            crm=CrmResource(
+                database_url=settings.sqlite_url(crm_path),
+                mapping_path=str(settings.DEMO_MAPPING),
+            ),
+            genesys=GenesysResource(
+                target="emulator", emulator_db_path=str(settings.emulator_db_path())
+            ),
+            state=SyncStateResource(url=settings.sqlite_url(tmp_path / "sync_state.sqlite")),
+        )

@@ -6,10 +6,10 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import dagster as dg
-import pytest
 
 from crm_genesys.definitions import defs
 from crm_genesys.defs.automation import MAX_ATTEMPTS, retry_failed_windows, sync_schedule
+from crm_genesys.defs.resources import CrmResource
 from crm_genesys.emulator.faults import FaultConfig
 from crm_genesys_tests.defs.conftest import World, windows_before
 
@@ -20,7 +20,9 @@ def test_definitions_load() -> None:
 
 def test_schedule_syncs_the_window_that_just_closed() -> None:
     moment = datetime(2026, 11, 29, 12, 5, tzinfo=UTC)
-    context = dg.build_schedule_context(scheduled_execution_time=moment)
+    context = dg.build_schedule_context(
+        scheduled_execution_time=moment, repository_def=defs.get_repository_def()
+    )
     schedule = defs.resolve_schedule_def(sync_schedule.name)
     (request,) = list(schedule.evaluate_tick(context).run_requests or [])
     assert request.partition_key == "2026-11-29-11:00"
@@ -37,7 +39,7 @@ def test_a_failed_window_is_retried_and_the_retry_sends_only_what_is_missing(
     world.emulator.set_faults(FaultConfig(p_item_failure=1.0))
     assert not world.materialize(second, raise_on_error=False).success
 
-    context = dg.build_sensor_context(instance=world.instance, definitions=defs)
+    context = dg.build_sensor_context(instance=world.instance, definitions=world.definitions)
     requests = list(retry_failed_windows(context) or [])
     assert [(r.partition_key, r.run_key) for r in requests] == [(second, f"retry:{second}:1")]
 
@@ -48,21 +50,22 @@ def test_a_failed_window_is_retried_and_the_retry_sends_only_what_is_missing(
     assert max(keys.values()) == 1
     assert len(keys) > before
 
-    context = dg.build_sensor_context(instance=world.instance, definitions=defs)
+    context = dg.build_sensor_context(instance=world.instance, definitions=world.definitions)
     assert list(retry_failed_windows(context) or []) == []
 
 
-def test_the_sensor_gives_up_after_the_attempt_limit(
-    recent_world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    world = recent_world
-    window = windows_before(world.now, 1)[0]
+def test_the_sensor_gives_up_after_the_attempt_limit(recent_world: World) -> None:
+    window = windows_before(recent_world.now, 1)[0]
     # A CRM that cannot be read fails the window at its first step.
-    monkeypatch.setenv("CRM_DATABASE_URL", f"sqlite:///{world.root / 'no-such-dir' / 'crm.db'}")
+    broken = CrmResource(
+        database_url=f"sqlite:///{recent_world.root / 'no-such-dir' / 'crm.db'}",
+        mapping_path=recent_world.crm.mapping_path,
+    )
+    world = recent_world.but(crm=broken)
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        context = dg.build_sensor_context(instance=world.instance, definitions=defs)
+        context = dg.build_sensor_context(instance=world.instance, definitions=world.definitions)
         wanted = [r.run_key for r in retry_failed_windows(context) or []]
         assert wanted == ([] if attempt == 1 else [f"retry:{window}:{attempt - 1}"])
         assert not world.materialize(window, raise_on_error=False).success
-    context = dg.build_sensor_context(instance=world.instance, definitions=defs)
+    context = dg.build_sensor_context(instance=world.instance, definitions=world.definitions)
     assert list(retry_failed_windows(context) or []) == []

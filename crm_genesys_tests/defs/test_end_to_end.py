@@ -8,11 +8,10 @@ import sqlite3
 from collections import Counter
 from datetime import UTC, datetime
 
-import pytest
-
 from crm_genesys import settings
 from crm_genesys.crm.expected import expected_contacts
-from crm_genesys.runtime import BUCKETS
+from crm_genesys.defs.resources import CrmResource
+from crm_genesys.sync.accounting import BUCKETS
 from crm_genesys_tests.defs.conftest import WINDOWS, World
 
 WRITE_PATHS = ("/bulk/contacts/add", "/bulk/contacts/update", "/bulk/contacts/remove")
@@ -94,15 +93,13 @@ def test_a_second_run_sends_no_writes(world: World) -> None:
     assert all(s["accounted"] for s in again)
 
 
-def test_a_mapping_that_names_a_pii_column_never_runs(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    mapping = settings.crm_mapping_path().read_text()
+def test_a_mapping_that_names_a_pii_column_never_runs(world: World) -> None:
+    mapping = settings.DEMO_MAPPING.read_text()
     evil = world.root / "evil.yaml"
     evil.write_text(mapping.replace("title: job_title", "title: national_id"))
-    monkeypatch.setenv("CRM_MAPPING", str(evil))
+    crm = CrmResource(database_url=world.crm.database_url, mapping_path=str(evil))
 
-    result = world.materialize(WINDOWS[0], raise_on_error=False)
+    result = world.but(crm=crm).materialize(WINDOWS[0], raise_on_error=False)
 
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)

@@ -3,12 +3,11 @@ its window re-creates it through the normal path."""
 
 from __future__ import annotations
 
-from crm_genesys.definitions import defs
 from crm_genesys_tests.defs.conftest import WINDOWS, World
 
 
 def _reconcile(world: World, repair: bool) -> dict[str, int]:
-    result = defs.resolve_job_def("reconcile_job").execute_in_process(
+    result = world.definitions.resolve_job_def("reconcile_job").execute_in_process(
         instance=world.instance,
         run_config={"ops": {"reconcile_genesys": {"config": {"repair": repair}}}},
     )

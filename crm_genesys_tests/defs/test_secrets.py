@@ -6,15 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
-import httpx
 import pytest
 from dagster._serdes import serialize_value
 
 from crm_genesys.defs.resources import GenesysResource
 from crm_genesys.emulator import EmulatorConfig, create_app
 from crm_genesys.emulator.faults import FaultConfig
-from crm_genesys.genesys.settings import GenesysSettings
 from crm_genesys_tests.defs.conftest import WINDOWS, World
+from crm_genesys_tests.threaded_server import serve_in_thread
 
 SECRET = "s3cr3t-Zq9-never-print-me"
 
@@ -50,29 +49,30 @@ def test_secrets_never_leave_after_failing_runs(
         tokens.append(body["access_token"])
         return body
 
+    # Instruments the emulator (the other side), not the code under test.
     monkeypatch.setattr(app.emulator, "issue_token", recording_issue)
-    secret_in_use = {"value": SECRET}
-
-    def connection(self: GenesysResource) -> tuple[GenesysSettings, httpx.AsyncBaseTransport]:
-        settings = GenesysSettings.for_base_url(
-            "http://org.example", "sync-client", secret_in_use["value"], retry_attempts=2
+    monkeypatch.setenv("GENESYS_CLIENT_SECRET", SECRET)
+    with serve_in_thread(app) as url:
+        genesys = GenesysResource(
+            target="genesys",
+            env={
+                "GENESYS_BASE_URL": url,
+                "GENESYS_CLIENT_ID": "sync-client",
+                "GENESYS_CLIENT_SECRET": dg.EnvVar("GENESYS_CLIENT_SECRET"),  # type: ignore[dict-item]
+            },
         )
-        return settings, httpx.ASGITransport(app=app)
-
-    monkeypatch.setattr(GenesysResource, "connection", connection)
-
-    # 1. Every item fails retryably: the window fails after its retries.
-    assert not world.materialize(WINDOWS[0], raise_on_error=False).success
-    # 2. The org refuses our credentials: an authentication error ends the run.
-    secret_in_use["value"] = SECRET + "-rotated"
-    assert not world.materialize(WINDOWS[1], raise_on_error=False).success
+        real = world.but(genesys=genesys)
+        # 1. Every item fails retryably: the window fails after its retries.
+        assert not real.materialize(WINDOWS[0], raise_on_error=False).success
+        # 2. The org refuses our credentials: an authentication error ends the run.
+        monkeypatch.setenv("GENESYS_CLIENT_SECRET", SECRET + "-rotated")
+        assert not real.materialize(WINDOWS[1], raise_on_error=False).success
 
     assert tokens, "the first run never authenticated"
     out, err = capfd.readouterr()
-    haystacks = [_event_log_text(world.instance), caplog.text, out, err]
+    log = _event_log_text(world.instance)
+    haystacks = [log, caplog.text, out, err]
     for needle in [SECRET, *tokens]:
         for text in haystacks:
             assert needle not in text
-    assert "bad.credentials" in _event_log_text(world.instance) or "401" in _event_log_text(
-        world.instance
-    )
+    assert "bad.credentials" in log or "401" in log

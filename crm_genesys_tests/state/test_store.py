@@ -1,4 +1,4 @@
-"""The sync-state store: monotonic writes, snapshot, intents, dead letters, meta, counts."""
+"""The sync-state store: monotonic writes, snapshot, intents, dead letters, counts."""
 
 from __future__ import annotations
 
@@ -212,13 +212,6 @@ def test_dead_letters_are_idempotent_per_key_version_op(store: SyncStateStore) -
         ["business_key", "crm_id", "crm_version", "op", "status", "code", "reason"]
     ].values.tolist() == [["A", "crm-1", 5, "create", 400, "invalid.value", "bad phone"]]
     assert store.counts()["dead_letters"] == 2
-
-
-def test_meta_get_set(store: SyncStateStore) -> None:
-    assert store.get_meta("external_source:crm") is None
-    store.set_meta("external_source:crm", "id-1")
-    store.set_meta("external_source:crm", "id-2")
-    assert store.get_meta("external_source:crm") == "id-2"
 
 
 def test_batch_is_one_transaction(store: SyncStateStore) -> None:

@@ -1,185 +1,117 @@
-"""Crash safety: the sync process is SIGKILLed in the middle of its writes, then run again.
+"""Crash safety on the one sync path: `crm-genesys sync` (the Dagster job, in-process, on a
+persistent instance) is SIGKILLed in the middle of its writes, then run again.
 
-An emulator server (a real HTTP server in a subprocess) holds the org; `python -m crm_genesys.sync
-apply` runs in a child process and is killed after it has made k requests (seen through the
-emulator's stats), at several k. Each re-run diffs the wanted contacts against the state the
-killed run left behind (as a Dagster re-run of the partition would) and continues. At the end
-the emulator must hold exactly the expected contacts: no ExternalId twice, none missing, none
-with stale content. With the `hostile` profile the server also drops connections after applying
-writes, answers 5xx and 429s, fails bulk items, and delays requests.
+An emulator server (a real HTTP server in a subprocess) holds the org; the sync runs in a child
+process that is killed after the emulator has seen k more requests, at several k, and then re-run
+as the retry sensor would. At the end Genesys must hold exactly what an independent reading of the
+CRM says: no ExternalId twice, none missing, no stale content, and a last run sends nothing. With
+the `hostile` profile the server also drops connections after applying writes, answers 5xx and
+429s, fails bulk items, and delays requests.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from crm_genesys.crm.demo import generate_demo_crm
+from crm_genesys.crm.expected import expected_contacts
+from crm_genesys.crm.simulate import simulate_activity
 from crm_genesys.state.store import SyncStateStore
-from crm_genesys_tests.emulator_server import REPO, Server, start_server
-from crm_genesys_tests.sync.emulated import contacts_by_external_id, genesys_env
-from crm_genesys_tests.sync.helpers import body_for, canonical, diff_against_state
+from crm_genesys_tests.cli_deployment import Deployment, start_deployment
 
-SOURCE_NAME = "crm-crash"
-MAX_RUNS = 12
-
-
-def wanted_live(keys, version: int) -> dict[str, tuple[int, str | None]]:
-    return {k: (version, canonical(body_for(k, version))) for k in keys}
+NOW = datetime(2026, 11, 29, 12, 30, tzinfo=UTC)
+WINDOWS = ["2026-11-29-10:00", "2026-11-29-11:00"]
+ACTIVITY = "2026-11-29-12:00"
+MAX_RUNS = 10
 
 
-class Harness:
-    def __init__(self, tmp: Path, server: Server) -> None:
-        self.tmp = tmp
-        self.server = server
-        self.state_url = f"sqlite:///{tmp / 'state.sqlite'}"
-        self.store = SyncStateStore(self.state_url)
-        self.store.create_all()
-        self.env = genesys_env(server.url, rate_limit_per_minute=30_000, max_in_flight=4)
-        self.kills = 0
-        self.runs = 0
+def run_to_completion(deployment: Deployment, window: str) -> None:
+    """Re-run (as the retry sensor would) until a run accounts for every row of the window."""
+    for _ in range(MAX_RUNS):
+        status = deployment.sync(window)
+        if status == 0:
+            return
+        assert status == 1, f"sync crashed:\n{deployment.output()[-3000:]}"
+    raise AssertionError(f"no complete run of {window} in {MAX_RUNS} attempts")
 
-    def requests_seen(self) -> int:
-        return int(self.server.get("/__emulator/stats")["counters"].get("requests", 0))
 
-    def start_child(self, wanted: dict, window: str) -> subprocess.Popen[str]:
-        changes = diff_against_state(self.store, wanted).changes
-        path = self.tmp / f"changes-{self.runs}.json"
-        path.write_text(changes.to_json(orient="records"))
-        self.runs += 1
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "crm_genesys.sync",
-                "apply",
-                "--changes",
-                str(path),
-                "--state",
-                self.state_url,
-                "--window",
-                window,
-                "--source-name",
-                SOURCE_NAME,
-                "--batch-size",
-                "10",
-                "--round-delay",
-                "0.05",
-                "--retry-initial-delay",
-                "0.02",
-                "--retry-max-delay",
-                "0.2",
-            ],
-            cwd=REPO,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+def kill_and_rerun(deployment: Deployment, window: str, kill_after: list[int]) -> int:
+    kills = 0
+    for k in kill_after:
+        child, signalled = deployment.start_and_signal(window, k)
+        child.wait(timeout=60)
+        kills += int(signalled)
+    run_to_completion(deployment, window)
+    return kills
 
-    def run_and_kill(self, wanted: dict, window: str, after_requests: int) -> None:
-        """Start a run and SIGKILL it once the emulator has seen `after_requests` more requests
-        (if it finishes first, that is a completed run: fine)."""
-        base = self.requests_seen()
-        child = self.start_child(wanted, window)
-        deadline = time.monotonic() + 60
-        while child.poll() is None and time.monotonic() < deadline:
-            if self.requests_seen() >= base + after_requests:
-                os.kill(child.pid, signal.SIGKILL)
-                break
-            time.sleep(0.002)
-        child.communicate(timeout=30)
-        if child.returncode == -signal.SIGKILL:
-            self.kills += 1
 
-    def run_to_completion(self, wanted: dict, window: str) -> dict:
-        """Re-run (as the retry sensor would) until a run accounts for every change."""
-        for _ in range(MAX_RUNS):
-            child = self.start_child(wanted, window)
-            out, err = child.communicate(timeout=120)
-            if child.returncode == 0:
-                return json.loads(out)
-            assert child.returncode == 3, f"sync crashed: {err[-2000:]}"
-        raise AssertionError(f"no complete run in {MAX_RUNS} attempts")
-
-    def assert_exact(self, expected: dict) -> None:
-        contacts = self.server.get("/__emulator/contacts")
-        sources = {
-            ext["externalSource"]["id"] for c in contacts for ext in c.get("externalIds") or []
-        }
-        assert len(sources) <= 1, "contacts carry ExternalIds of more than one source"
-        held = contacts_by_external_id(contacts, sources.pop()) if sources else {}
-        live = {k: v for k, v in expected.items() if v[1] is not None}
-        duplicates = {k: len(v) for k, v in held.items() if len(v) > 1}
-        assert not duplicates, f"duplicate ExternalIds: {duplicates}"
-        assert sorted(held) == sorted(live), "missing or extra contacts"
-        stale = {k for k, v in held.items() if v[0]["lastName"] != f"v{live[k][0]}"}
-        assert not stale, f"stale content: {sorted(stale)[:5]}"
-        assert len(contacts) == len(live), "contacts without our ExternalId"
-        snap = self.store.snapshot().set_index("business_key")
-        for key, (version, payload) in expected.items():
-            assert int(snap.loc[key, "crm_version"]) == version
-            assert bool(snap.loc[key, "deleted"]) == (payload is None)
-            if payload is not None:
-                assert snap.loc[key, "contact_id"] == held[key][0]["id"]
-        assert self.store.counts()["intents_pending"] == 0
+def assert_exact(deployment: Deployment, end: datetime) -> None:
+    contacts = deployment.contacts()
+    keys = Counter(ext["value"] for c in contacts for ext in c.get("externalIds") or [])
+    duplicates = {k: n for k, n in keys.items() if n > 1}
+    assert not duplicates, f"duplicate ExternalIds: {duplicates}"
+    expected = expected_contacts(
+        deployment.crm_path, datetime(2000, 1, 1, tzinfo=UTC), end, strict_dots=True
+    )
+    by_key = {ext["value"]: c for c in contacts for ext in c.get("externalIds") or []}
+    assert set(by_key) == set(expected), "missing or extra contacts"
+    stale = [
+        key
+        for key, want in expected.items()
+        if (by_key[key].get("firstName"), by_key[key].get("lastName"))
+        != (want.first_name, want.last_name)
+    ]
+    assert not stale, f"stale content: {stale[:5]}"
+    with SyncStateStore(deployment.state_url) as store:
+        assert store.counts()["intents_pending"] == 0
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("profile", ["none", "hostile"])
 def test_sigkill_during_writes_then_rerun_leaves_exact_parity(tmp_path: Path, profile: str) -> None:
-    server = start_server(
-        "--data",
-        str(tmp_path),
-        "--rate-limit-per-minute",
-        "30000",
-        "--max-bulk-entities",
-        "100",
-        "--faults",
-        profile,
-        "--latency-ms",
-        "15",
-        "--seed",
-        "11",
+    deployment = start_deployment(
+        tmp_path, "--faults", profile, "--seed", "11", "--latency-ms", "15"
     )
     try:
-        # Retry-After 0 on injected 429/503: the client's own (short) backoff paces the retries,
-        # so the test is quick; the faults themselves are unchanged.
-        server.put("/__emulator/faults", {"profile": profile, "seed": 11, "latency_ms": 15,
-                                          "retry_after_s": 0})  # fmt: skip
-        h = Harness(tmp_path, server)
-        keys = [f"AC-{i:05d}" for i in range(120)]
+        # Retry-After 0 on injected 429/503: the client's own backoff paces retries, so the test
+        # is quick; the faults themselves are unchanged.
+        deployment.server.put(
+            "/__emulator/faults",
+            {"profile": profile, "seed": 11, "latency_ms": 15, "retry_after_s": 0},
+        )
+        generate_demo_crm(
+            deployment.crm_path, rows=300, seed=5, now=NOW, windows=2, window=timedelta(hours=1)
+        )
+        assert deployment.cli("schema", "push").returncode == 0
+        kills = 0
+        # The first load, window by window, each killed twice at different points.
+        for window, points in zip(WINDOWS, ([4, 9], [3, 7]), strict=True):
+            kills += kill_and_rerun(deployment, window, points)
+        assert_exact(deployment, datetime(2026, 11, 29, 12, 0, tzinfo=UTC))
 
-        # Window 1: a first load, killed twice at different points, then completed.
-        first = wanted_live(keys, 1)
-        for k in (4, 9):
-            h.run_and_kill(first, "w1", k)
-        h.run_to_completion(first, "w1")
-        h.assert_exact(first)
-        assert h.kills >= 1
+        # A window of activity (updates, deletes, a re-index, new contacts), killed twice too.
+        simulate_activity(
+            deployment.crm_path,
+            now=NOW,
+            seed=9,
+            updates=60,
+            deletes=15,
+            reindex=20,
+            creates=30,
+            new_column=None,
+        )
+        kills += kill_and_rerun(deployment, ACTIVITY, [3, 6])
+        assert_exact(deployment, datetime(2026, 11, 29, 13, 0, tzinfo=UTC))
+        assert kills >= 4
 
-        # Window 2: updates, deletes and new contacts, killed twice, then completed.
-        second = dict(first)
-        second.update(wanted_live(keys[:40], 2))
-        second.update({k: (2, None) for k in keys[40:70]})
-        second.update(wanted_live([f"AC-9{i:04d}" for i in range(20)], 2))
-        kills_before = h.kills
-        for k in (3, 6):
-            h.run_and_kill(second, "w2", k)
-        report = h.run_to_completion(second, "w2")
-        h.assert_exact(second)
-        assert h.kills > kills_before
-        # A last run of the same window has nothing left to do: no write, no lookup.
-        last_seq = max((e["seq"] for e in server.get("/__emulator/requests")), default=0)
-        again = h.run_to_completion(second, "w2")
-        assert again["requests"] == 0 and report["failed"] == 0
-        paths = [e["path"] for e in server.get(f"/__emulator/requests?since={last_seq}")]
-        assert not [p for p in paths if "/bulk/" in p or "identifierlookup" in p]
+        # A last run of every window has nothing left to do: no write, no lookup.
+        mark = deployment.requests_seen()
+        for window in [*WINDOWS, ACTIVITY]:
+            assert deployment.sync(window) == 0
+        assert deployment.requests_seen() == mark
     finally:
-        server.stop()
+        deployment.stop()
