@@ -13,7 +13,7 @@ export CRM_GENESYS_DATA_DIR ?= $(CURDIR)/.crm_genesys
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,postgres]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,postgres,celery]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
