@@ -15,6 +15,9 @@ Tables
 Monotonic writes: a `contact_state` row is only overwritten by an equal or newer `crm_version`.
 The guard is part of the SQL statement itself (`ON CONFLICT ... DO UPDATE ... WHERE`), so two
 runs writing the same key concurrently can never leave the older version behind.
+
+Lock order: every write touches its rows in key order, so concurrent runs writing overlapping
+keys wait for each other on PostgreSQL instead of deadlocking (which aborts one of them).
 """
 
 from __future__ import annotations
@@ -470,6 +473,7 @@ class SyncStateStore:
         raise NotImplementedError(f"sync state supports sqlite and postgresql, not {self.dialect}")
 
     def _monotonic_upsert(self, conn: Connection, params: list[dict[str, Any]]) -> None:
+        params.sort(key=lambda p: p["business_key"])  # lock order, see the module docstring
         stmt = self._insert(contact_state)
         excluded = stmt.excluded
         stmt = stmt.on_conflict_do_update(
@@ -536,7 +540,7 @@ class SyncStateStore:
         if frame is None or len(frame) == 0:
             return
         versions = frame.groupby("business_key", sort=False)["crm_version"].max()
-        params = [{"k": str(k), "v": int(v)} for k, v in versions.items()]
+        params = sorted(({"k": str(k), "v": int(v)} for k, v in versions.items()), key=_by_k)
         stmt = (
             contact_state.update()
             .where(contact_state.c.business_key == sa.bindparam("k"))
@@ -577,6 +581,7 @@ class SyncStateStore:
             }
             for r in rows
         ]
+        params.sort(key=lambda p: p["business_key"])
         for chunk in _chunks(params, WRITE_CHUNK):
             conn.execute(stmt, list(chunk))
 
@@ -595,7 +600,7 @@ class SyncStateStore:
         if run_id is not None:
             base = base.where(create_intents.c.run_id == run_id)
         # Keys with a known contact id: one row each (the id is the audit trail of the intent).
-        with_id = [{"k": k, "at": now, "cid": ids[k]} for k in dict.fromkeys(keys) if k in ids]
+        with_id = [{"k": k, "at": now, "cid": ids[k]} for k in sorted(set(keys)) if k in ids]
         stmt = base.where(create_intents.c.business_key == sa.bindparam("k")).values(
             status="resolved", resolved_at=sa.bindparam("at"), contact_id=sa.bindparam("cid")
         )
@@ -644,8 +649,13 @@ class SyncStateStore:
             }
             for d in letters
         ]
+        params.sort(key=lambda p: (p["business_key"], p["crm_version"], p["op"]))
         for chunk in _chunks(params, WRITE_CHUNK):
             conn.execute(stmt, list(chunk))
+
+
+def _by_k(param: dict[str, Any]) -> str:
+    return str(param["k"])
 
 
 def _latest(rows: list[_W]) -> list[_W]:

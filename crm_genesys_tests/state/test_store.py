@@ -244,3 +244,57 @@ def test_batch_is_one_transaction(store: SyncStateStore) -> None:
         tx.add_intents([IntentWrite("A", 1, "h")], run_id="r")
         raise RuntimeError("crash inside the batch")
     assert len(store.snapshot()) == 0 and store.pending_intents() == []
+
+
+def test_one_call_naming_a_key_twice_is_one_intent_and_one_letter(store: SyncStateStore) -> None:
+    """Several writes of one row in one call leave one row, the last write's, on both backends
+    (a multi-row upsert touching a row twice would be refused by PostgreSQL)."""
+    store.add_intents(
+        [IntentWrite("A", 1, "h1"), IntentWrite("B", 1, "hb"), IntentWrite("A", 2, "h2")],
+        run_id="r",
+        window="w",
+    )
+    intents = {i.business_key: (i.crm_version, i.content_hash) for i in store.pending_intents()}
+    assert intents == {"A": (2, "h2"), "B": (1, "hb")}
+    store.dead_letter(
+        [
+            DeadLetter("A", "crm-1", 5, "create", 400, "invalid.value", "bad email"),
+            DeadLetter("A", "crm-1", 5, "create", 400, "invalid.value", "bad phone"),
+        ],
+        window="w",
+    )
+    assert store.dead_letters()["reason"].tolist() == ["bad phone"]
+
+
+def test_concurrent_batches_in_opposite_key_orders_both_commit(db_url: str) -> None:
+    """Two windows writing overlapping keys in opposite orders at once: both commit (row locks
+    taken in one order, so PostgreSQL never has to abort one as a deadlock victim)."""
+    with SyncStateStore(db_url) as s:
+        s.create_all()
+    keys = [f"K{i:04d}" for i in range(400)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def writer(order: list[str], tag: str) -> None:
+        with SyncStateStore(db_url) as s:
+            start.wait()
+            try:
+                for v in range(15):
+                    with s.batch(tag) as tx:
+                        tx.record_updated([StateWrite(k, f"{tag}{v}", "h", v) for k in order])
+                        tx.add_intents([IntentWrite(k, v, "h") for k in order], run_id=tag)
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+    threads = [
+        threading.Thread(target=writer, args=(keys, "up")),
+        threading.Thread(target=writer, args=(keys[::-1], "down")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    with SyncStateStore(db_url) as s:
+        assert set(s.snapshot().crm_version) == {14}
+        assert len(s.pending_intents()) == 2 * len(keys)
