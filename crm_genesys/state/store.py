@@ -285,11 +285,16 @@ class SyncStateStore:
     def create_all(self) -> None:
         """Create the tables and indexes that do not exist yet; safe to call any number of times
         (and concurrently: a lost creation race is ignored)."""
-        try:
-            metadata.create_all(self.engine, checkfirst=True)
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
-            # Another process created the same table between our check and our CREATE.
-            metadata.create_all(self.engine, checkfirst=True)
+        # A lost race means another process created an object between our check and our CREATE;
+        # each loss is a different object, so there are at most as many losses as objects.
+        objects = sum(1 + len(table.indexes) for table in metadata.tables.values())
+        for attempt in range(objects + 1):
+            try:
+                metadata.create_all(self.engine, checkfirst=True)
+                return
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
+                if attempt == objects:
+                    raise
 
     # ---------------------------------------------------------------- reads
 

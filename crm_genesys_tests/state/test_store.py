@@ -298,3 +298,27 @@ def test_concurrent_batches_in_opposite_key_orders_both_commit(db_url: str) -> N
     with SyncStateStore(db_url) as s:
         assert set(s.snapshot().crm_version) == {14}
         assert len(s.pending_intents()) == 2 * len(keys)
+
+
+def test_create_all_from_several_processes_at_once(db_url: str) -> None:
+    """Workers starting together on a fresh database all get the schema, none fails."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def create() -> None:
+        with SyncStateStore(db_url) as s:
+            start.wait()
+            try:
+                s.create_all()
+                s.record_created([StateWrite("A", "c", "h", 1)])
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    with SyncStateStore(db_url) as s:
+        assert s.counts()["contacts_live"] == 1
