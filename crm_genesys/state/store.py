@@ -584,9 +584,8 @@ class SyncStateStore:
                 "created_at": now,
                 "status": "pending",
             }
-            for r in rows
+            for r in sorted(rows, key=lambda r: r.business_key)
         ]
-        params.sort(key=lambda p: p["business_key"])
         for chunk in _chunks(params, WRITE_CHUNK):
             conn.execute(stmt, list(chunk))
 
@@ -652,9 +651,8 @@ class SyncStateStore:
                 "window": window,
                 "created_at": now,
             }
-            for d in letters
+            for d in sorted(letters, key=lambda d: (d.business_key, d.crm_version, d.op))
         ]
-        params.sort(key=lambda p: (p["business_key"], p["crm_version"], p["op"]))
         for chunk in _chunks(params, WRITE_CHUNK):
             conn.execute(stmt, list(chunk))
 
