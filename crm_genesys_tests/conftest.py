@@ -66,6 +66,8 @@ from deploy.services import (
 )
 
 REQUIRE_SERVICES_ENV = "CRM_GENESYS_REQUIRE_SERVICES"
+# dagster-postgres needs psycopg2 (see deploy.supervise.dagster_url); the sync state uses psycopg 3.
+DAGSTER_DRIVER = "psycopg2"
 DB_BACKENDS = ("sqlite", "postgresql")
 
 
@@ -91,8 +93,8 @@ class PostgresServer:
         return sa.create_engine(self.url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
 
     def database_url(self, name: str, *, driver: str | None = None) -> str:
-        """The URL of database `name` on this server (`driver=""`: libpq's plain
-        `postgresql://` form, as dagster-postgres takes it)."""
+        """The URL of database `name` on this server, with `driver` when given
+        (`"psycopg2"` for dagster-postgres)."""
         url = sa.make_url(self.url).set(database=name)
         if driver is not None:
             url = url.set(drivername="postgresql+" + driver if driver else "postgresql")
@@ -208,8 +210,9 @@ def dagster_template(postgres_server: PostgresServer) -> Iterator[str]:
     from dagster_postgres import DagsterPostgresStorage
 
     name = postgres_server.create_database(prefix="dagster_template")
-    storage = DagsterPostgresStorage(postgres_server.database_url(name, driver=""))
-    storage.dispose()
+    storage = DagsterPostgresStorage(postgres_server.database_url(name, driver=DAGSTER_DRIVER))
+    for part in (storage.run_storage, storage.event_log_storage, storage.schedule_storage):
+        part.dispose()
     try:
         yield name
     finally:
@@ -236,7 +239,7 @@ def _instance_factory(backend: str, request: pytest.FixtureRequest) -> Iterator[
         config: dict[str, Any] = {}
         if backend == "postgresql":
             name = stack.enter_context(server.database(template=template))
-            config.update(postgres_storage(server.database_url(name, driver="")))
+            config.update(postgres_storage(server.database_url(name, driver=DAGSTER_DRIVER)))
         config.update(overrides or {})
         with dg.instance_for_test(overrides=config) as instance:
             yield instance
