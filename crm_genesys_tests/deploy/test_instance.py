@@ -13,7 +13,7 @@ from dagster._core.test_utils import create_run_for_test
 from dagster._utils.tags import TagConcurrencyLimitsCounter
 
 from crm_genesys_tests.conftest import InstanceFactory, PostgresServer
-from deploy.supervise import INSTANCE_CONFIG, dagster_url, fail_orphaned_runs
+from deploy.supervise import INSTANCE_CONFIG, REPO, dagster_url, fail_orphaned_runs
 
 POOL = "genesys_api"
 windows = dg.HourlyPartitionsDefinition(start_date="2026-11-29-00:00")
@@ -80,21 +80,33 @@ def test_deploy_instance_config_loads_and_means_what_docs_say(deploy_home: Path)
         assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
         assert instance.run_monitoring_max_resume_run_attempts == 0
         assert "MONITORING" in instance.get_required_daemon_types()
-        config = instance.get_concurrency_config()
-        assert config.pool_config.default_pool_limit == 1
-        queue = config.run_queue_config
-        assert queue is not None
+        assert_one_run_per_window_and_one_genesys_slot(instance)
 
-        # One window never runs twice at once; other windows are not held back by it.
-        def run(partition: str) -> dg.DagsterRun:
-            return create_run_for_test(
-                instance, job_name="sync_job", tags={"dagster/partition": partition}
-            )
 
-        in_progress = run("2026-11-29-10:00")
-        counter = TagConcurrencyLimitsCounter(queue.tag_concurrency_limits, [in_progress])
-        assert counter.is_blocked(run("2026-11-29-10:00"))
-        assert not counter.is_blocked(run("2026-11-29-11:00"))
+def test_dev_instance_config_keeps_the_same_limits(tmp_path: Path) -> None:
+    shutil.copyfile(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
+        assert_one_run_per_window_and_one_genesys_slot(instance)
+
+
+def assert_one_run_per_window_and_one_genesys_slot(instance: dg.DagsterInstance) -> None:
+    config = instance.get_concurrency_config()
+    assert config.pool_config.default_pool_limit == 1
+    queue = config.run_queue_config
+    assert queue is not None
+
+    # One window never runs twice at once; other windows are not held back by it.
+    def run(partition: str) -> dg.DagsterRun:
+        return create_run_for_test(
+            instance, job_name="sync_job", tags={"dagster/partition": partition}
+        )
+
+    in_progress = run("2026-11-29-10:00")
+    counter = TagConcurrencyLimitsCounter(queue.tag_concurrency_limits, [in_progress])
+    assert counter.is_blocked(run("2026-11-29-10:00"))
+    assert not counter.is_blocked(run("2026-11-29-11:00"))
 
 
 def test_the_sweep_fails_runs_whose_code_server_is_gone(postgres_instance: dg.DagsterInstance):
