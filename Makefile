@@ -6,14 +6,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export CRM_GENESYS_DATA_DIR ?= $(CURDIR)/.crm_genesys
+# `make prod`: its own instance, data and PostgreSQL under PROD_DIR (see docs/DEPLOY.md).
+PROD_DIR ?= $(CURDIR)/.prod
 
-.PHONY: venv demo dev test lint typecheck pytest bench emulator clean
+.PHONY: venv demo dev prod test lint typecheck pytest bench emulator clean
 
 # The venv is (re)built from the pins whenever pyproject.toml or constraints.txt change.
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,postgres]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,postgres,celery]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -27,6 +29,14 @@ demo: venv $(DAGSTER_HOME)/dagster.yaml
 
 dev: venv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dg dev -w workspace.yaml --host 127.0.0.1 --port 3000
+
+# Webserver + daemon over PostgreSQL, queued runs, run monitoring; Ctrl-C or SIGTERM stops it all.
+# Without CRM_DATABASE_URL it syncs a demo CRM of its own (generated once under PROD_DIR).
+prod: venv
+	@if [ -z "$$CRM_DATABASE_URL" ] && [ ! -f $(PROD_DIR)/data/demo_crm.sqlite ]; then \
+	    CRM_GENESYS_DATA_DIR=$(PROD_DIR)/data $(BIN)/crm-genesys crm generate; fi
+	DAGSTER_HOME=$(PROD_DIR)/dagster_home CRM_GENESYS_DATA_DIR=$(PROD_DIR)/data \
+	CRM_GENESYS_PROD_DIR=$(PROD_DIR) $(BIN)/python -m deploy.supervise
 
 emulator: venv
 	$(BIN)/crm-genesys emulator serve --data $(CRM_GENESYS_DATA_DIR)
@@ -47,4 +57,4 @@ bench: venv
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .dagster_home .crm_genesys .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .dagster_home .crm_genesys .prod .pytest_cache .mypy_cache .ruff_cache

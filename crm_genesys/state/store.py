@@ -17,6 +17,9 @@ Tables
 Monotonic writes: a `contact_state` row is only overwritten by an equal or newer `crm_version`.
 The guard is part of the SQL statement itself (`ON CONFLICT ... DO UPDATE ... WHERE`), so two
 runs writing the same key concurrently can never leave the older version behind.
+
+Lock order: every write touches its rows in key order, so concurrent runs writing overlapping
+keys wait for each other on PostgreSQL instead of deadlocking (which aborts one of them).
 """
 
 from __future__ import annotations
@@ -328,11 +331,16 @@ class SyncStateStore:
     def create_all(self) -> None:
         """Create the tables and indexes that do not exist yet; safe to call any number of times
         (and concurrently: a lost creation race is ignored)."""
-        try:
-            metadata.create_all(self.engine, checkfirst=True)
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
-            # Another process created the same table between our check and our CREATE.
-            metadata.create_all(self.engine, checkfirst=True)
+        # A lost race means another process created an object between our check and our CREATE;
+        # each loss is a different object, so there are at most as many losses as objects.
+        objects = sum(1 + len(table.indexes) for table in metadata.tables.values())
+        for attempt in range(objects + 1):
+            try:
+                metadata.create_all(self.engine, checkfirst=True)
+                return
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
+                if attempt == objects:
+                    raise
 
     # ---------------------------------------------------------------- reads
 
@@ -598,6 +606,7 @@ class SyncStateStore:
         raise NotImplementedError(f"sync state supports sqlite and postgresql, not {self.dialect}")
 
     def _monotonic_upsert(self, conn: Connection, params: list[dict[str, Any]]) -> None:
+        params.sort(key=lambda p: p["business_key"])  # lock order, see the module docstring
         stmt = self._insert(contact_state)
         excluded = stmt.excluded
         stmt = stmt.on_conflict_do_update(
@@ -664,7 +673,7 @@ class SyncStateStore:
         if frame is None or len(frame) == 0:
             return
         versions = frame.groupby("business_key", sort=False)["crm_version"].max()
-        params = [{"k": str(k), "v": int(v)} for k, v in versions.items()]
+        params = sorted(({"k": str(k), "v": int(v)} for k, v in versions.items()), key=_by_k)
         stmt = (
             contact_state.update()
             .where(contact_state.c.business_key == sa.bindparam("k"))
@@ -703,7 +712,7 @@ class SyncStateStore:
                 "created_at": now,
                 "status": "pending",
             }
-            for r in rows
+            for r in sorted(rows, key=lambda r: r.business_key)
         ]
         for chunk in _chunks(params, WRITE_CHUNK):
             conn.execute(stmt, list(chunk))
@@ -723,7 +732,7 @@ class SyncStateStore:
         if run_id is not None:
             base = base.where(create_intents.c.run_id == run_id)
         # Keys with a known contact id: one row each (the id is the audit trail of the intent).
-        with_id = [{"k": k, "at": now, "cid": ids[k]} for k in dict.fromkeys(keys) if k in ids]
+        with_id = [{"k": k, "at": now, "cid": ids[k]} for k in sorted(set(keys)) if k in ids]
         stmt = base.where(create_intents.c.business_key == sa.bindparam("k")).values(
             status="resolved", resolved_at=sa.bindparam("at"), contact_id=sa.bindparam("cid")
         )
@@ -770,7 +779,7 @@ class SyncStateStore:
                 "window": window,
                 "created_at": now,
             }
-            for d in letters
+            for d in sorted(letters, key=lambda d: (d.business_key, d.crm_version, d.op))
         ]
         for chunk in _chunks(params, WRITE_CHUNK):
             conn.execute(stmt, list(chunk))
@@ -780,6 +789,10 @@ def _lease(row: Any) -> WindowLease:
     return WindowLease(
         row.window, row.holder, row.host, int(row.pid), int(row.pid_started), row.acquired_at
     )
+
+
+def _by_k(param: dict[str, Any]) -> str:
+    return str(param["k"])
 
 
 def _latest(rows: list[_W]) -> list[_W]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
@@ -11,10 +11,11 @@ from crm_genesys.state.store import BindingMismatch, SyncStateStore, WindowLease
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SyncStateStore:
-    s = SyncStateStore(f"sqlite:///{tmp_path / 'state.sqlite'}")
-    s.create_all()
-    return s
+def store(db_url: str) -> Iterator[SyncStateStore]:
+    """A fresh store on SQLite and on PostgreSQL (`db_backend`)."""
+    with SyncStateStore(db_url) as s:
+        s.create_all()
+        yield s
 
 
 def test_a_binding_holds_its_first_value_for_good(store: SyncStateStore) -> None:

@@ -1,9 +1,12 @@
-"""The sync-state store: monotonic writes, snapshot, intents, dead letters, counts."""
+"""The sync-state store: monotonic writes, snapshot, intents, dead letters, counts.
+
+Every test that takes `store`, `db_url` or `new_db_url` runs on SQLite and on PostgreSQL
+(`db_backend`, see crm_genesys_tests/conftest.py)."""
 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
+from collections.abc import Iterator
 
 import pandas as pd
 import pytest
@@ -18,28 +21,34 @@ from crm_genesys.state.store import (
     IntentWrite,
     StateWrite,
     SyncStateStore,
+    metadata,
 )
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SyncStateStore:
-    s = SyncStateStore(f"sqlite:///{tmp_path / 'state.sqlite'}")
-    s.create_all()
-    return s
+def store(db_url: str) -> Iterator[SyncStateStore]:
+    with SyncStateStore(db_url) as s:
+        s.create_all()
+        yield s
 
 
-def test_create_all_is_idempotent_and_sqlite_uses_wal(store: SyncStateStore) -> None:
+def test_create_all_is_idempotent(store: SyncStateStore, db_backend: str) -> None:
     store.create_all()
     store.create_all()
-    with store.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    assert store.dialect == db_backend
     assert store.counts() == {
         "contacts_live": 0,
         "contacts_deleted": 0,
         "intents_pending": 0,
         "dead_letters": 0,
     }
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"])
+def test_sqlite_uses_wal_and_waits_for_the_lock(store: SyncStateStore) -> None:
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
 
 
 def test_repr_hides_password() -> None:
@@ -68,6 +77,13 @@ def test_snapshot_chunks_large_key_lists(store: SyncStateStore) -> None:
     assert len(store.snapshot(keys)) == n
 
 
+def _empty(store: SyncStateStore) -> None:
+    """Delete every row (a fresh database per hypothesis example would cost a CREATE DATABASE)."""
+    with store.engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
 # Writes are (kind, key, version, contact id); the final row of a key must be the last write
 # among those with the key's maximum version, whatever the order and batching.
 write = st.tuples(
@@ -83,10 +99,9 @@ write = st.tuples(
 )
 @given(writes=st.lists(write, max_size=25), batch=st.integers(1, 5))
 def test_property_any_interleaving_leaves_the_max_version(
-    tmp_path_factory: pytest.TempPathFactory, writes: list, batch: int
+    store: SyncStateStore, writes: list, batch: int
 ) -> None:
-    store = SyncStateStore(f"sqlite:///{tmp_path_factory.mktemp('m') / 's.sqlite'}")
-    store.create_all()
+    _empty(store)
     expected: dict[str, tuple[int, bool, str | None]] = {}
     for start in range(0, len(writes), batch):
         with store.batch("w") as tx:
@@ -128,10 +143,11 @@ def test_one_batch_with_several_writes_of_a_key_keeps_the_newest(store: SyncStat
     assert store.snapshot().contact_id.tolist() == ["c9"]
 
 
-def test_concurrent_writers_leave_the_max_version(tmp_path: Path) -> None:
+def test_concurrent_writers_leave_the_max_version(db_url: str) -> None:
     """Two connections (threads) racing on the same keys: the SQL guard keeps the newest."""
-    url = f"sqlite:///{tmp_path / 's.sqlite'}"
-    SyncStateStore(url).create_all()
+    url = db_url
+    with SyncStateStore(url) as s:
+        s.create_all()
     keys = [f"K{i}" for i in range(50)]
     errors: list[BaseException] = []
 
@@ -154,7 +170,8 @@ def test_concurrent_writers_leave_the_max_version(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert not errors
-    snap = SyncStateStore(url).snapshot()
+    with SyncStateStore(url) as s:
+        snap = s.snapshot()
     assert set(snap.crm_version) == {39} and set(snap.contact_id) == {"odd39"}
 
 
@@ -220,3 +237,81 @@ def test_batch_is_one_transaction(store: SyncStateStore) -> None:
         tx.add_intents([IntentWrite("A", 1, "h")], run_id="r")
         raise RuntimeError("crash inside the batch")
     assert len(store.snapshot()) == 0 and store.pending_intents() == []
+
+
+def test_one_call_naming_a_key_twice_is_one_intent_and_one_letter(store: SyncStateStore) -> None:
+    """Several writes of one row in one call leave one row, the last write's, on both backends
+    (a multi-row upsert touching a row twice would be refused by PostgreSQL)."""
+    store.add_intents(
+        [IntentWrite("A", 1, "h1"), IntentWrite("B", 1, "hb"), IntentWrite("A", 2, "h2")],
+        run_id="r",
+        window="w",
+    )
+    intents = {i.business_key: (i.crm_version, i.content_hash) for i in store.pending_intents()}
+    assert intents == {"A": (2, "h2"), "B": (1, "hb")}
+    store.dead_letter(
+        [
+            DeadLetter("A", "crm-1", 5, "create", 400, "invalid.value", "bad email"),
+            DeadLetter("A", "crm-1", 5, "create", 400, "invalid.value", "bad phone"),
+        ],
+        window="w",
+    )
+    assert store.dead_letters()["reason"].tolist() == ["bad phone"]
+
+
+def test_concurrent_batches_in_opposite_key_orders_both_commit(db_url: str) -> None:
+    """Two windows writing overlapping keys in opposite orders at once: both commit (row locks
+    taken in one order, so PostgreSQL never has to abort one as a deadlock victim)."""
+    with SyncStateStore(db_url) as s:
+        s.create_all()
+    keys = [f"K{i:04d}" for i in range(400)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def writer(order: list[str], tag: str) -> None:
+        with SyncStateStore(db_url) as s:
+            start.wait()
+            try:
+                for v in range(15):
+                    with s.batch(tag) as tx:
+                        tx.record_updated([StateWrite(k, f"{tag}{v}", "h", v) for k in order])
+                        tx.add_intents([IntentWrite(k, v, "h") for k in order], run_id=tag)
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+    threads = [
+        threading.Thread(target=writer, args=(keys, "up")),
+        threading.Thread(target=writer, args=(keys[::-1], "down")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    with SyncStateStore(db_url) as s:
+        assert set(s.snapshot().crm_version) == {14}
+        assert len(s.pending_intents()) == 2 * len(keys)
+
+
+def test_create_all_from_several_processes_at_once(db_url: str) -> None:
+    """Workers starting together on a fresh database all get the schema, none fails."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def create() -> None:
+        with SyncStateStore(db_url) as s:
+            start.wait()
+            try:
+                s.create_all()
+                s.record_created([StateWrite("A", "c", "h", 1)])
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    with SyncStateStore(db_url) as s:
+        assert s.counts()["contacts_live"] == 1
