@@ -490,12 +490,14 @@ class SyncStateStore:
         }
         for _ in range(3):
             with self.engine.begin() as conn:
+                # RETURNING, not rowcount: drivers disagree on rowcount after ON CONFLICT.
                 inserted = conn.execute(
                     self._insert(window_leases)
                     .values(**values, acquired_at=_now())
                     .on_conflict_do_nothing(index_elements=[window_leases.c["window"]])
-                ).rowcount
-                if inserted:
+                    .returning(window_leases.c.holder)
+                ).first()
+                if inserted is not None:
                     return None
                 row = conn.execute(
                     sa.select(window_leases).where(window_leases.c["window"] == window)
