@@ -52,7 +52,7 @@ from crm_genesys.genesys.errors import (
 from crm_genesys.genesys.metrics import ClientMetrics
 from crm_genesys.genesys.pacing import Pacer
 from crm_genesys.genesys.retry import RetryPolicy
-from crm_genesys.genesys.settings import GenesysSettings
+from crm_genesys.genesys.settings import GenesysSettings, require_tls
 from crm_genesys.genesys.types import BulkItemResult, BulkOp, Contact
 
 logger = logging.getLogger("crm_genesys.genesys")
@@ -85,6 +85,10 @@ class GenesysClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
+        # In-process transports (the embedded emulator, tests) never put a byte on a network.
+        if not isinstance(transport, httpx.ASGITransport | httpx.MockTransport):
+            require_tls(settings.api_base_url, "the Genesys API URL")
+            require_tls(settings.login_base_url, "the Genesys login URL")
         self.settings = settings
         self._http = httpx.AsyncClient(
             base_url=settings.api_base_url,
@@ -140,6 +144,11 @@ class GenesysClient:
 
     def __repr__(self) -> str:
         return f"GenesysClient(api={self.settings.api_base_url!r})"
+
+    @property
+    def lookup_lag_seconds(self) -> float:
+        """How long after a write identifier lookups and scans can be trusted to show it."""
+        return self.settings.lookup_lag_seconds
 
     async def __aenter__(self) -> GenesysClient:
         return self
