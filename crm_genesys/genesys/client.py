@@ -118,6 +118,7 @@ class GenesysClient:
         self._clock = clock
         self.pacer = Pacer(
             settings.rate_limit_per_minute,
+            share=settings.rate_share,
             max_in_flight=settings.max_in_flight,
             clock=clock,
             sleep=sleep,
