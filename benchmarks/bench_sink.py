@@ -69,7 +69,7 @@ SCENARIOS = ("first_load", "latency_300ms", "mixed")
 BASELINE_IN_FLIGHT = 50
 PRELOAD_BUDGET = 1_000_000
 # The share of the budget our sink paces to (the client's default).
-OUR_RATE_SHARE = float(getattr(GenesysSettings, "rate_share", 1.0))
+OUR_RATE_SHARE = GenesysSettings.rate_share
 
 
 @dataclass
