@@ -97,6 +97,26 @@ class Ownership:
     def owns_custom_fields(self) -> bool:
         return self.custom_fields is None or bool(self.custom_fields)
 
+    def present(self, contact: Mapping[str, Any]) -> frozenset[str]:
+        """The owned fields `contact` holds a value in, named `firstName`, `workPhone`,
+        `address.city`, `customFields.tier_enum`: what an update without them would clear."""
+        names = {n for n in (*self.scalars, *self.phones, *self.emails) if _filled(contact.get(n))}
+        address = contact.get("address")
+        if isinstance(address, Mapping):
+            names.update(f"address.{p}" for p in self.address if _filled(address.get(p)))
+        custom = contact.get("customFields")
+        if isinstance(custom, Mapping):
+            names.update(
+                f"customFields.{k}"
+                for k, v in custom.items()
+                if self.owns_custom_field(k) and _filled(v)
+            )
+        return frozenset(names)
+
+
+def _filled(value: object) -> bool:
+    return value is not None and value != "" and value != [] and value != {}
+
 
 def writable(contact: Mapping[str, Any]) -> Contact:
     """`contact` as it may be written back: server-owned fields dropped (also inside phones),

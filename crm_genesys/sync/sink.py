@@ -207,6 +207,8 @@ class _Item:
     recreated: bool = False
     relocated: bool = False
     last_error: str = ""
+    # The owned fields the payload holds a value in (`Ownership.present`), once computed.
+    present: frozenset[str] | None = None
 
 
 @dataclass
@@ -275,6 +277,8 @@ class _Run:
     def entity(self, item: _Item) -> Contact:
         """The ExternalContact body: the canonical payload + our ExternalId (+ id, division)."""
         body: Contact = json.loads(item.payload) if item.payload else {}
+        if item.present is None:
+            item.present = self.ownership.present(body)
         body["externalIds"] = self._external_ids(item.key)
         if item.op == "update":
             body["id"] = item.contact_id
@@ -284,6 +288,13 @@ class _Run:
             # Custom fields are valid only against the contact schema (and version) they name.
             body["schema"] = dict(self.schema)
         return body
+
+    def _written(self, item: _Item, contact_id: str) -> StateWrite:
+        """State for `item`'s content, now held by `contact_id`, with the owned fields it holds
+        (what a later update without them would clear)."""
+        if item.present is None:
+            item.present = self.ownership.present(json.loads(item.payload) if item.payload else {})
+        return StateWrite(item.key, contact_id, item.content_hash, item.crm_version, item.present)
 
     def merged(self, item: _Item, current: Contact) -> Contact:
         """The update of `item` written into `current` (the contact as Genesys holds it)."""
@@ -458,9 +469,7 @@ class _Run:
             if live:
                 contact_id = str(st.contact_id)  # type: ignore[union-attr]
                 if st.content_hash == item.content_hash:  # type: ignore[union-attr]
-                    live_done.append(
-                        StateWrite(item.key, contact_id, item.content_hash, item.crm_version)
-                    )
+                    live_done.append(self._written(item, contact_id))
                     self._done(item, already=True)
                     continue
                 item.op, item.contact_id = "update", contact_id
@@ -565,9 +574,7 @@ class _Run:
             elif result is not None and result.get("id"):
                 cid = str(result["id"])
                 if not item.relocate:
-                    out.created.append(
-                        StateWrite(item.key, cid, item.content_hash, item.crm_version)
-                    )
+                    out.created.append(self._written(item, cid))
                     out.resolved[item.key] = cid
                     out.done.append(item)
                 elif cid == item.contact_id:
@@ -605,7 +612,7 @@ class _Run:
             contact_id = r.contact_id or (r.entity or {}).get("id")
             if r.success and contact_id:
                 cid = str(contact_id)
-                out.created.append(StateWrite(item.key, cid, item.content_hash, item.crm_version))
+                out.created.append(self._written(item, cid))
                 out.resolved[item.key] = cid
                 out.done.append(item)
             elif r.outcome_unknown or r.success:
@@ -638,9 +645,7 @@ class _Run:
                     if body == {**writable(r.entity), "id": r.entity.get("id")}:
                         # Genesys holds this already (an earlier run's update landed).
                         cid = str(r.entity.get("id") or item.contact_id)
-                        out.updated.append(
-                            StateWrite(item.key, cid, item.content_hash, item.crm_version)
-                        )
+                        out.updated.append(self._written(item, cid))
                         self.report.already_applied += 1
                         out.done.append(item)
                     else:
@@ -658,7 +663,7 @@ class _Run:
         for item, r in zip(send, results or [], strict=False):
             if r.success:
                 cid = str(r.contact_id or item.contact_id)
-                out.updated.append(StateWrite(item.key, cid, item.content_hash, item.crm_version))
+                out.updated.append(self._written(item, cid))
                 out.done.append(item)
             elif _is_not_found(r):
                 self._relocate(out, item)
