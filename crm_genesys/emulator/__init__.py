@@ -51,18 +51,34 @@ claims, enrich, CSV import, search (`/contacts?q=`, `/contacts/search`).
 
 from crm_genesys.emulator.app import EmulatorApp, create_app
 from crm_genesys.emulator.clock import Clock, ManualClock, SystemClock
-from crm_genesys.emulator.config import FAULT_PROFILES, EmulatorConfig, FaultConfig
+from crm_genesys.emulator.config import (
+    DEFAULT_ADMIN_TOKEN,
+    FAULT_PROFILES,
+    REALISM_PROFILES,
+    Division,
+    EmulatorConfig,
+    FaultConfig,
+    RealismConfig,
+    SchemaLimits,
+)
 from crm_genesys.emulator.emulator import Emulator, RequestLogEntry
+from crm_genesys.emulator.foreign import ForeignEdit
 
 __all__ = [
+    "DEFAULT_ADMIN_TOKEN",
     "FAULT_PROFILES",
+    "REALISM_PROFILES",
     "Clock",
+    "Division",
     "Emulator",
     "EmulatorApp",
     "EmulatorConfig",
     "FaultConfig",
+    "ForeignEdit",
     "ManualClock",
+    "RealismConfig",
     "RequestLogEntry",
+    "SchemaLimits",
     "SystemClock",
     "create_app",
 ]

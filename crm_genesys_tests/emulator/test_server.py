@@ -15,6 +15,7 @@ from PureCloudPlatformClientV2.rest import ApiException
 
 from crm_genesys.emulator import EmulatorConfig, create_app
 from crm_genesys_tests.emulator.conftest import API, Server, run, start_server, stop_server
+from crm_genesys_tests.emulator_server import admin_headers
 
 T = TypeVar("T")
 
@@ -143,13 +144,13 @@ def test_official_sdk_contract(server: Server) -> None:
         api.get_externalcontacts_contact(created.id)
     assert gone.value.status == 404
 
-    log = httpx.get(f"{server.url}/__emulator/requests").json()
+    log = server.get("/__emulator/requests")
     assert [e["status"] for e in log][:2] == [200, 200]
     bulk = [e for e in log if e["path"].endswith("/bulk/contacts/add")]
     assert bulk[0]["entities"] == 25
-    stats = httpx.get(f"{server.url}/__emulator/stats").json()
+    stats = server.get("/__emulator/stats")
     assert stats["contacts"] == 20
-    assert len(httpx.get(f"{server.url}/__emulator/contacts").json()) == 20
+    assert len(server.get("/__emulator/contacts")) == 20
 
 
 def test_two_processes_see_the_same_org(tmp_path: Path) -> None:
@@ -188,7 +189,7 @@ def test_starts_fast_and_stops_cleanly_on_sigterm_and_sigint(tmp_path: Path) -> 
         started = time.monotonic()
         server = start_server("--data", str(tmp_path))
         assert time.monotonic() - started < 3.0
-        assert httpx.get(f"{server.url}/__emulator/stats").status_code == 200
+        assert server.get("/__emulator/stats")["contacts"] == 0
         server.process.send_signal(sig)
         assert server.process.wait(timeout=10) == 0
 
@@ -196,7 +197,10 @@ def test_starts_fast_and_stops_cleanly_on_sigterm_and_sigint(tmp_path: Path) -> 
 def test_server_drops_connections_without_a_response(tmp_path: Path) -> None:
     server = start_server("--data", str(tmp_path), "--faults", "none", "--seed", "3")
     try:
-        with httpx.Client(base_url=server.url) as client:
+        with (
+            httpx.Client(base_url=server.url) as client,
+            httpx.Client(base_url=server.url, headers=admin_headers()) as admin,
+        ):
             auth = client.post(
                 "/oauth/token",
                 data={"grant_type": "client_credentials"},
@@ -205,7 +209,7 @@ def test_server_drops_connections_without_a_response(tmp_path: Path) -> None:
             headers = {"Authorization": f"Bearer {auth.json()['access_token']}"}
             source = client.post(f"{API}/externalsources", json={"name": "s"}, headers=headers)
             source_id = source.json()["id"]
-            client.put("/__emulator/faults", json={"p_drop_after_write": 1.0})
+            admin.put("/__emulator/faults", json={"p_drop_after_write": 1.0})
             body = {
                 "firstName": "Written",
                 "externalIds": [{"externalSource": {"id": source_id}, "value": "W"}],
@@ -213,15 +217,15 @@ def test_server_drops_connections_without_a_response(tmp_path: Path) -> None:
             with pytest.raises(httpx.RemoteProtocolError):
                 client.post(f"{API}/contacts", json=body, headers=headers)
             # The write happened although the client never heard back.
-            stored = client.get("/__emulator/contacts").json()
+            stored = admin.get("/__emulator/contacts").json()
             assert [c["firstName"] for c in stored] == ["Written"]
-            client.put("/__emulator/faults", json={"p_drop": 1.0})
+            admin.put("/__emulator/faults", json={"p_drop": 1.0})
             with pytest.raises(httpx.RemoteProtocolError):
                 client.post(f"{API}/contacts", json=body, headers=headers)
-            assert len(client.get("/__emulator/contacts").json()) == 1
-            client.put("/__emulator/faults", json={"profile": "none"})
+            assert len(admin.get("/__emulator/contacts").json()) == 1
+            admin.put("/__emulator/faults", json={"profile": "none"})
             assert client.get(f"{API}/externalsources", headers=headers).status_code == 200
-            faults = [e["fault"] for e in client.get("/__emulator/requests").json()]
+            faults = [e["fault"] for e in admin.get("/__emulator/requests").json()]
             assert faults.count("drop_after_write") == 1 and faults.count("drop") == 1
     finally:
         assert stop_server(server) == 0
@@ -261,7 +265,7 @@ def test_in_process_app_over_the_same_file_as_a_server(tmp_path: Path) -> None:
                 assert r.status_code == 200
 
         run(add_in_process())
-        names = [c["firstName"] for c in httpx.get(f"{server.url}/__emulator/contacts").json()]
+        names = [c["firstName"] for c in server.get("/__emulator/contacts")]
         assert names == ["Local"]
     finally:
         stop_server(server)
