@@ -42,6 +42,7 @@ from crm_genesys.emulator.merge import (
 from crm_genesys.emulator.ratelimit import RateLimiter, SecondUsage
 from crm_genesys.emulator.store import ClaimConflict, Conflict, ContactRecord, Prepare, Store
 from crm_genesys.emulator.validation import (
+    PHONE_FIELDS,
     ContactValidator,
     claim_key,
     parse_identifier,
@@ -426,7 +427,8 @@ class Emulator:
     def _updater(self, now: str) -> Prepare:
         """How an update makes the stored body from the stored one and the validated fields:
         a full replacement that keeps the server-owned fields (a division change is refused
-        when divisions are strict) and the claim dates of identifiers kept."""
+        when divisions are strict), the claim dates of identifiers kept and the `userInput` of
+        phones sent back unchanged."""
 
         def prepare(
             seq: int | None, old: dict[str, Any] | None, fields: dict[str, Any]
@@ -451,6 +453,11 @@ class Emulator:
                     body[kept] = old[kept]
                 else:
                     body.pop(kept, None)
+            for slot in PHONE_FIELDS:
+                phone, was = body.get(slot), old.get(slot)
+                # A phone sent back as it was read keeps what was typed in originally.
+                if phone and was and phone["display"] == was.get("display") and "userInput" in was:
+                    body[slot] = {**phone, "userInput": was["userInput"]}
             if "identifiers" in body:
                 claimed = {claim_key(i): i.get("dateCreated") for i in old.get("identifiers", ())}
                 body["identifiers"] = [

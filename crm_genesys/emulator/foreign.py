@@ -81,15 +81,16 @@ class ForeignWriter:
         kinds: Sequence[str] | None = None,
         interactions: int = 0,
     ) -> list[ForeignEdit]:
-        """Make `edits` edits (each on another Curated contact, kinds taken in turn from
-        `kinds`, all by default), then `merges` merges and `interactions` new contacts."""
+        """Make `merges` merges, then `edits` edits (each on another live Curated contact, kinds
+        taken in turn from `kinds`, all by default), then `interactions` new contacts."""
         chosen = list(kinds) if kinds is not None else list(EDIT_KINDS)
         unknown = set(chosen) - set(EDIT_KINDS)
         if unknown or not chosen:
             raise ValueError(f"kinds must be among {', '.join(EDIT_KINDS)}; got {sorted(unknown)}")
         if edits < 0 or merges < 0 or interactions < 0:
             raise ValueError("edits, merges and interactions must be >= 0")
-        done: list[ForeignEdit] = []
+        # Merges first, so every edit reported is on a contact that is still live afterwards.
+        done = self._merges(merges)
         curated = [c for c in self.emulator.all_contacts() if c.get("type") == "Curated"]
         targets = self.rng.sample(curated, min(edits, len(curated)))
         self.rng.shuffle(chosen)
@@ -97,7 +98,6 @@ class ForeignWriter:
             edit = self._edit(contact, chosen[i % len(chosen)])
             if edit is not None:
                 done.append(edit)
-        done += self._merges(merges)
         if interactions:
             seed = self.rng.getrandbits(32)
             for contact in self.emulator.seed_interaction_contacts(interactions, seed):

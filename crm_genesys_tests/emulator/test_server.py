@@ -28,13 +28,19 @@ def m(cls: type[T], **attrs: Any) -> T:
     return obj
 
 
+def _sdk_client(url: str) -> sdk.ApiClient:
+    return sdk.ApiClient(host=url).get_client_credentials_token("demo-client", "demo-secret")
+
+
 def _sdk_api(url: str) -> sdk.ExternalContactsApi:
-    client = sdk.ApiClient(host=url).get_client_credentials_token("demo-client", "demo-secret")
-    return sdk.ExternalContactsApi(client)
+    return sdk.ExternalContactsApi(_sdk_client(url))
 
 
 def test_official_sdk_contract(server: Server) -> None:
-    api = _sdk_api(server.url)
+    client = _sdk_client(server.url)
+    api = sdk.ExternalContactsApi(client)
+    org = sdk.OrganizationApi(client).get_organizations_me()
+    assert org.id and org.name and org.state == "active"
 
     source = api.post_externalcontacts_externalsources(
         m(sdk.ExternalSource, name="crm", active=True)
@@ -151,6 +157,83 @@ def test_official_sdk_contract(server: Server) -> None:
     stats = server.get("/__emulator/stats")
     assert stats["contacts"] == 20
     assert len(server.get("/__emulator/contacts")) == 20
+
+
+def test_official_sdk_reads_the_realistic_endpoints(tmp_path: Path) -> None:
+    server = start_server(
+        "--data", str(tmp_path), "--realism", "realistic", "--lag-max-s", "0",
+        "--interaction-contacts", "0",
+    )  # fmt: skip
+    try:
+        client = _sdk_client(server.url)
+        api = sdk.ExternalContactsApi(client)
+        divisions = sdk.AuthorizationApi(client).get_authorization_divisions(page_size=10)
+        home = next(d for d in divisions.entities if d.home_division)
+        limits = api.get_externalcontacts_contacts_schemas_limits()
+        assert limits.max_number_of_fields_per_schema == 100
+        source = api.post_externalcontacts_externalsources(m(sdk.ExternalSource, name="crm"))
+
+        def new(key: str) -> sdk.ExternalContact:
+            ext = m(sdk.ExternalId, external_source=m(sdk.ExternalSource, id=source.id), value=key)
+            body = m(
+                sdk.ExternalContact,
+                first_name=key,
+                work_phone=m(sdk.PhoneNumber, display="(317) 222-2222"),
+                division=m(sdk.WritableStarrableDivision, id=home.id),
+                external_ids=[ext],
+            )
+            return api.post_externalcontacts_contacts(body)
+
+        a, b = new("A"), new("B")
+        assert a.division.id == home.id and a.work_phone.display == "+1 317-222-2222"
+        claimed = api.patch_externalcontacts_contact_identifiers(
+            a.id,
+            m(
+                sdk.IdentifierClaimRequest,
+                operation="Claim",
+                identifier=m(sdk.ContactIdentifier, type="Cookie", value="c-1"),
+            ),
+        )
+        assert claimed.value == "c-1" and claimed.date_created is not None
+        listed = api.get_externalcontacts_contact_identifiers(a.id)
+        assert [i.value for i in listed.entities] == ["c-1"]
+        with pytest.raises(ApiException) as taken:
+            api.patch_externalcontacts_contact_identifiers(
+                b.id,
+                m(
+                    sdk.IdentifierClaimRequest,
+                    operation="Claim",
+                    identifier=m(sdk.ContactIdentifier, type="Cookie", value="c-1"),
+                ),
+            )
+        assert taken.value.status == 409
+        fetched = api.post_externalcontacts_bulk_contacts(
+            m(sdk.BulkIdsRequest, entities=[m(sdk.ExternalContactsEntity, id=a.id)])
+        )
+        assert fetched.results[0].entity.id == a.id
+        found = api.get_externalcontacts_contacts(page_size=10, q="a")
+        assert a.id in [c.id for c in found.entities]
+
+        merged = api.post_externalcontacts_contacts_merge(
+            m(sdk.MergeContactsRequest, contact_ids=[a.id, b.id])
+        )
+        assert {r.id for r in merged.merged_from} == {a.id, b.id}
+        assert merged.canonical_contact.id == merged.id and len(merged.merge_set) == 3
+        assert [i.value for i in merged.identifiers] == ["c-1"]
+        ancestor = api.get_externalcontacts_contact_unresolved(a.id)
+        assert ancestor.merged_to.id == merged.id
+        with pytest.raises(ApiException) as gone:
+            api.get_externalcontacts_contact(a.id)
+        assert gone.value.status == 404
+        survivor = api.get_externalcontacts_contact(merged.id)
+        survivor.division = m(sdk.WritableStarrableDivision, id=home.id)
+        assert api.put_externalcontacts_contact(merged.id, survivor).division.id == home.id
+        survivor.division = m(sdk.WritableStarrableDivision, id="nowhere")
+        with pytest.raises(ApiException) as moved:
+            api.put_externalcontacts_contact(merged.id, survivor)
+        assert moved.value.status == 400 and "cannot change division" in moved.value.body
+    finally:
+        stop_server(server)
 
 
 def test_two_processes_see_the_same_org(tmp_path: Path) -> None:
