@@ -102,13 +102,15 @@ _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 class ParsedPhone(NamedTuple):
     e164: str
     region: str  # ISO region of the number, e.g. `US`
+    international: str | None  # e.g. `+1 3172222222` (when asked for), the reformatted display
 
 
 @lru_cache(maxsize=131_072)
-def parse_phone(display: str, region: str) -> ParsedPhone | None:
+def parse_phone(display: str, region: str, international: bool = False) -> ParsedPhone | None:
     """`display` read with `region` as the default country, or None when the platform could not
-    read it as E.164. Cached: benchmarks send the same numbers many times and parsing is the
-    most expensive part of validation."""
+    read it as E.164; with `international`, also the number in the international format.
+    Cached: benchmarks send the same numbers many times and parsing is the most expensive part
+    of validation."""
     try:
         number = phonenumbers.parse(display, region)
     except phonenumbers.NumberParseException:
@@ -118,14 +120,12 @@ def parse_phone(display: str, region: str) -> ParsedPhone | None:
     return ParsedPhone(
         phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
         phonenumbers.region_code_for_number(number) or region,
+        # Country code and national number apart (E.123 style): libphonenumber's grouped
+        # INTERNATIONAL format costs as much as the parse itself.
+        f"+{number.country_code} {phonenumbers.national_significant_number(number)}"
+        if international
+        else None,
     )
-
-
-@lru_cache(maxsize=131_072)
-def international_format(e164: str) -> str:
-    """How the platform reformats a phone's `display`, e.g. `+1 317-222-2222`."""
-    number = phonenumbers.parse(e164, None)
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
 def claim_key(identifier: Mapping[str, Any]) -> str:
@@ -322,11 +322,12 @@ class ContactValidator:
             out["normalizationCountryCode"] = region
         out["userInput"] = display
         # The platform assumes +1 (North America) when no normalization country is given.
-        parsed = parse_phone(display, region.upper() if region else "US")
+        reformat = self.reformat_phone_display
+        parsed = parse_phone(display, region.upper() if region else "US", reformat)
         if parsed is not None:
             out["e164"], out["countryCode"] = parsed.e164, parsed.region
-            if self.reformat_phone_display:
-                out["display"] = international_format(parsed.e164)
+            if parsed.international is not None:
+                out["display"] = parsed.international
         return out
 
     @staticmethod

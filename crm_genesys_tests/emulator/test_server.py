@@ -185,7 +185,7 @@ def test_official_sdk_reads_the_realistic_endpoints(tmp_path: Path) -> None:
             return api.post_externalcontacts_contacts(body)
 
         a, b = new("A"), new("B")
-        assert a.division.id == home.id and a.work_phone.display == "+1 317-222-2222"
+        assert a.division.id == home.id and a.work_phone.display == "+1 3172222222"
         claimed = api.patch_externalcontacts_contact_identifiers(
             a.id,
             m(
