@@ -27,10 +27,6 @@ class IndexLag:
             self._realism = realism
             self._rng = random.Random(f"index-lag:{realism.seed}")
 
-    @property
-    def immediate(self) -> bool:
-        return self._realism.lag_max_s == 0.0
-
     def draw(self) -> float:
         """The lag of one write, in seconds."""
         r = self._realism

@@ -39,6 +39,7 @@ from crm_genesys.emulator.merge import (
     merged_type,
     survivor_merge_fields,
 )
+from crm_genesys.emulator.patch import apply_patch
 from crm_genesys.emulator.ratelimit import RateLimiter, SecondUsage
 from crm_genesys.emulator.store import ClaimConflict, Conflict, ContactRecord, Prepare, Store
 from crm_genesys.emulator.validation import (
@@ -543,7 +544,7 @@ class Emulator:
                 400, "invalid.value", "changes are required", [FieldProblem("changes", "required")]
             )
         for i, change in enumerate(changes):
-            _apply_patch(current, change, f"changes[{i}]")
+            apply_patch(current, change, f"changes[{i}]")
         return self.update_contact(contact_id, current)
 
     def delete_contact(self, contact_id: str) -> None:
@@ -643,7 +644,7 @@ class Emulator:
         if into is not None:
             survivor = self._updater(stamp)(None, base, fields)
         else:
-            survivor = self._new_contact(fields, stamp, merged_type(merged))
+            survivor = self._new_contact(fields, stamp)
             survivor["division"] = base.get("division", survivor["division"])
         survivor["type"] = merged_type(list(contacts.values()))
         survivor_merge_fields(survivor, merged)
@@ -1205,65 +1206,3 @@ def _without_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_nulls(v) for v in value if v is not None]
     return value
-
-
-_PATCH_ACTIONS = (
-    "UpdateIfEmpty",
-    "UpdateIfExists",
-    "Update",
-    "AppendToCollection",
-    "Remove",
-    "RemoveFromCollection",
-)
-
-
-def _apply_patch(contact: dict[str, Any], change: Any, where: str) -> None:
-    """Apply one `ContactsPatchChange` to `contact` in place. Paths are `$.a.b` object paths."""
-    if not isinstance(change, dict):
-        raise ApiError(
-            400, "invalid.value", f"{where} must be an object", [FieldProblem(where, "object")]
-        )
-    path, action, value = change.get("field"), change.get("action"), change.get("value")
-    if action not in _PATCH_ACTIONS:
-        raise ApiError(
-            400,
-            "invalid.value",
-            f"{where}.action must be one of {', '.join(_PATCH_ACTIONS)}",
-            [FieldProblem(f"{where}.action", "unknown action")],
-        )
-    if not isinstance(path, str) or not path.startswith("$.") or len(path) < 3:
-        raise ApiError(
-            400,
-            "invalid.value",
-            f"{where}.field must be a path like $.firstName",
-            [FieldProblem(f"{where}.field", "must start with $.")],
-        )
-    parts = path[2:].split(".")
-    parent: dict[str, Any] = contact
-    for part in parts[:-1]:
-        child = parent.get(part)
-        if not isinstance(child, dict):
-            if action in ("Remove", "RemoveFromCollection", "UpdateIfExists"):
-                return
-            child = {}
-            parent[part] = child
-        parent = child
-    leaf = parts[-1]
-    current = parent.get(leaf)
-    if action == "Update":
-        parent[leaf] = value
-    elif action == "UpdateIfEmpty":
-        if current in (None, "", [], {}):
-            parent[leaf] = value
-    elif action == "UpdateIfExists":
-        if current not in (None, "", [], {}):
-            parent[leaf] = value
-    elif action == "Remove":
-        parent.pop(leaf, None)
-    elif action == "AppendToCollection":
-        items = list(current) if isinstance(current, list) else []
-        items.extend(value if isinstance(value, list) else [value])
-        parent[leaf] = items
-    elif action == "RemoveFromCollection" and isinstance(current, list):
-        drop = value if isinstance(value, list) else [value]
-        parent[leaf] = [item for item in current if item not in drop]
