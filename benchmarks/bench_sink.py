@@ -53,6 +53,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
+from crm_genesys.emulator.config import DEFAULT_ADMIN_TOKEN
 from crm_genesys.genesys.client import GenesysClient
 from crm_genesys.genesys.settings import GenesysSettings
 from crm_genesys.state.store import SyncStateStore
@@ -123,7 +124,11 @@ class Emulator:
             self.process.kill()
             raise RuntimeError(f"emulator did not start: {line!r}")
         self.url = line.split()[-1]
-        self.admin = httpx.Client(base_url=self.url, timeout=30)
+        self.admin = httpx.Client(
+            base_url=self.url,
+            timeout=30,
+            headers={"Authorization": f"Bearer {DEFAULT_ADMIN_TOKEN}"},
+        )
 
     def reset(self, *, data: bool) -> None:
         """Forget the request log, counters and rate-limit windows (and the contacts)."""
