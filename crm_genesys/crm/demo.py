@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from crm_genesys.crm import _pools as pools
+from crm_genesys.crm.instants import as_utc, to_micros, window_floor
 
 CONTACT_COLUMNS: tuple[str, ...] = (
     "id", "account_number", "salutation", "first_name", "middle_name", "last_name", "job_title",
@@ -78,8 +79,7 @@ CREATE_CONTACTS = (
     + "\n)"
 )
 
-MODIFIED_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MODIFIED_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # the demo CRM's own text form of `modified_at`
 _US = np.timedelta64(1, "us")
 
 # Shares of the data set; see the module docstring.
@@ -88,14 +88,7 @@ _TOMB_LATER_SHARE = 0.02
 _CHUNK_ROWS = 50_000
 
 
-# --- time helpers -------------------------------------------------------------------------
-
-
-def as_utc(moment: datetime) -> datetime:
-    """`moment` as an aware UTC datetime; a naive datetime is taken to be UTC already."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+# --- the demo CRM's text form of times ---------------------------------------------------
 
 
 def format_modified(moment: datetime) -> str:
@@ -106,19 +99,6 @@ def format_modified(moment: datetime) -> str:
 def parse_modified(text: str) -> datetime:
     """Inverse of `format_modified`: an aware UTC datetime."""
     return datetime.strptime(text, MODIFIED_FORMAT).replace(tzinfo=UTC)
-
-
-def window_floor(moment: datetime, window: timedelta) -> datetime:
-    """Start of the window holding `moment`; windows are aligned to the Unix epoch in UTC."""
-    if window <= timedelta(0):
-        raise ValueError("window must be positive")
-    since = as_utc(moment) - _EPOCH
-    return _EPOCH + (since // window) * window
-
-
-def to_micros(moment: datetime) -> int:
-    """Microseconds since the Unix epoch (naive = UTC)."""
-    return (as_utc(moment) - _EPOCH) // timedelta(microseconds=1)
 
 
 def format_micros(us: np.ndarray) -> np.ndarray:

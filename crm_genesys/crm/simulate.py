@@ -29,17 +29,15 @@ from crm_genesys.crm import _pools as pools
 from crm_genesys.crm.demo import (
     CONTACT_COLUMNS,
     account_numbers,
-    as_utc,
     format_micros,
     insert_rows,
     international_phone,
     meta_from_items,
     people,
-    to_micros,
     valid_email,
-    window_floor,
     write_demo_meta,
 )
+from crm_genesys.crm.instants import as_utc, to_micros, window_floor
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _KEY_NUMBER = re.compile(r"^AC-(\d+)$")
