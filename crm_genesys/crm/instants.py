@@ -443,10 +443,7 @@ def text_ranges(start: datetime, end: datetime, zone: tzinfo = UTC) -> list[Text
     start, end = as_utc(start), as_utc(end)
     if end <= start:
         return []
-    wall_low, wall_high = wall_bounds(start, end, zone)
-    core_low = min(wall_low, _naive(start))
-    # Whole minutes above: `HH:MMZ` stays below the bound's text whenever its time is earlier.
-    core_high = _ceil_minute(max(wall_high, _naive(end)))
+    core_low, core_high = _core(start, end, zone)
     margin_low = _naive(_shift(start, -MAX_OFFSET))
     margin_high = _naive(_shift(end, MAX_OFFSET))
     pieces: list[TextRange] = []
@@ -460,11 +457,50 @@ def text_ranges(start: datetime, end: datetime, zone: tzinfo = UTC) -> list[Text
     return _disjoint(pieces)
 
 
+def edge_ranges(start: datetime, end: datetime, zone: tzinfo = UTC) -> list[TextRange]:
+    """Within the whole ranges of `text_ranges(start, end, zone)`, the ranges (some with a
+    marker) holding every text whose instant lies outside [start, end): the whole ranges'
+    slack beyond the span's wall clock (whole minutes, the zone's offsets), and texts with an
+    offset near the edges — a positive offset takes a wall clock less than 14 h after the start
+    back before it, a negative one a wall clock less than 14 h before the end past it."""
+    start, end = as_utc(start), as_utc(end)
+    if end <= start:
+        return []
+    core_low, core_high = _core(start, end, zone)
+    hour = timedelta(hours=1)
+    # Naive wall clocks of instants just outside the span end below / start above these.
+    # (Whole minutes again: `HH:MMZ` sorts above the start's text when that has seconds.)
+    slack_low = _ceil_minute(
+        max(_naive(start), wall_bounds(start - MAX_OFFSET - hour, start + _US, zone)[1])
+    )
+    slack_high = min(_naive(end), wall_bounds(end - _US, end + MAX_OFFSET + hour, zone)[0])
+    early = min(core_high, _naive(_shift(start, MAX_OFFSET)))
+    late = max(core_low, _naive(_shift(end, -MAX_OFFSET)))
+    pieces = [
+        *_date_pieces(core_low, early, frozenset({PLUS})),
+        *_date_pieces(late, core_high, frozenset({MINUS})),
+    ]
+    if core_low < min(slack_low, core_high):
+        pieces += _date_pieces(core_low, min(slack_low, core_high), frozenset())
+    if max(slack_high, core_low) < core_high:
+        pieces += _date_pieces(max(slack_high, core_low), core_high, frozenset())
+    if _is_long(core_low, core_high):
+        pieces += _long_slack(core_low, core_high)
+    return _disjoint(pieces)
+
+
+def _core(start: datetime, end: datetime, zone: tzinfo) -> tuple[datetime, datetime]:
+    """The wall-clock span [low, high) whose texts `text_ranges` reads whole."""
+    wall_low, wall_high = wall_bounds(start, end, zone)
+    # Whole minutes above: `HH:MMZ` stays below the bound's text whenever its time is earlier.
+    return min(wall_low, _naive(start)), _ceil_minute(max(wall_high, _naive(end)))
+
+
 def _date_pieces(low: datetime, high: datetime, marks: frozenset[str]) -> list[TextRange]:
     """[low, high) as text ranges for each separator; per date when it spans few dates."""
     first, last = low.date(), (high - _US).date()
     out: list[TextRange] = []
-    if (last - first).days > 3:
+    if _is_long(low, high):
         # Long spans: one range across both separators (the dates in between hold both).
         out.append(TextRange(bound_text(low, " "), bound_text(high, "T"), marks))
         return out
@@ -481,6 +517,22 @@ def _date_pieces(low: datetime, high: datetime, marks: frozenset[str]) -> list[T
             if lo < hi:
                 out.append(TextRange(lo, hi, marks))
         day += timedelta(days=1)
+    return out
+
+
+def _is_long(low: datetime, high: datetime) -> bool:
+    return ((high - _US).date() - low.date()).days > 3
+
+
+def _long_slack(low: datetime, high: datetime) -> list[TextRange]:
+    """The texts the one range of a long span [low, high) holds beyond its wall clock: `T`
+    texts of the first date before `low`, space texts of the last date from `high` on."""
+    out = []
+    head = _date_text(low.date()) + "T"
+    if head < bound_text(low, "T"):
+        out.append(TextRange(head, bound_text(low, "T")))
+    if high.time() != time(0):
+        out.append(TextRange(bound_text(high, " "), _date_text(high.date()) + "!"))
     return out
 
 

@@ -6,6 +6,7 @@ grammar and the standard library's `datetime.fromisoformat`.
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -19,7 +20,9 @@ from hypothesis import strategies as st
 from crm_genesys.crm.instants import (
     MINUS,
     PLUS,
+    TextRange,
     bound_text,
+    edge_ranges,
     from_micros,
     parse_instants,
     text_complement,
@@ -298,9 +301,7 @@ def test_the_parser_reads_exactly_the_documented_grammar(text: str) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(
-        st.tuples(st.integers(0, 4 * 365 * 24 * 60), st.integers(0, 59_999_999)), max_size=30
-    ),
+    st.lists(st.tuples(st.integers(0, 4 * 365 * 24 * 60), st.integers(0, 59_999_999)), max_size=30),
     st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]),
 )
 def test_naive_values_in_a_zone_match_the_reference(
@@ -405,7 +406,7 @@ def test_text_ranges_read_the_window_whole_and_the_margins_by_sign() -> None:
     below = {r.low for r in ranges if r.marks == {MINUS}}
     above = {r.high for r in ranges if r.marks == {PLUS}}
     assert min(below) == "2024-05-31 20" and max(above) == "2024-06-02T01"
-    assert all(a.high <= b.low for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(a.high <= b.low for a, b in itertools.pairwise(ranges))
     gaps = text_complement(ranges)
     assert gaps[0] == (None, ranges[0].low) and gaps[-1] == (ranges[-1].high, None)
 
@@ -414,3 +415,39 @@ def test_long_spans_are_one_range() -> None:
     ranges = text_ranges(datetime(2020, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))
     whole = [r for r in ranges if not r.marks]
     assert len(whole) == 1 and whole[0].low == "2020-01-01" and whole[0].high == "2024-01-01"
+
+
+def _in(ranges: list[TextRange], text: str) -> bool:
+    for r in ranges:
+        if r.low <= text < r.high:
+            plus = PLUS in r.marks and "+" in text
+            minus = MINUS in r.marks and re.search(":.*-", text) is not None
+            return not r.marks or plus or minus
+    return False
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    SOME_INSTANTS,
+    STYLES,
+    SOME_OFFSETS,
+    EDGE,
+    EDGE,
+    st.booleans(),
+    st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Pacific/Kiritimati"]),
+)
+def test_edge_ranges_hold_every_whole_range_text_outside_the_span(
+    instant: int, style: int, offset: int, gap: int, length: int, after: bool, zone_name: str
+) -> None:
+    """A text in a whole range of a span whose instant is outside the span (an offset, the
+    zone or the bound's rounding moved it) is in the span's edge ranges: what a quick time
+    report parses."""
+    zone = ZoneInfo(zone_name)
+    text = render(instant, style, offset)
+    value = int(parse_instants(pd.Series([text]), zone).iloc[0])
+    # A span just after the instant (it is before the span) or just before it.
+    start = from_micros(value + 1 + gap) if not after else from_micros(value - gap - length - 1)
+    end = start + timedelta(microseconds=length + 1)
+    whole = [r for r in text_ranges(start, end, zone) if not r.marks]
+    if _in(whole, text):
+        assert _in(edge_ranges(start, end, zone), text)
