@@ -16,14 +16,14 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, tzinfo
+from datetime import UTC, timedelta, tzinfo
 
 import numpy as np
 import pandas as pd
 
 from crm_genesys.contacts.mapping import BusinessKeySpec
 from crm_genesys.contacts.text import clean_text, distinct_text, utf16_length
-from crm_genesys.crm.instants import parse_instants
+from crm_genesys.crm.instants import MAX_OFFSET, parse_instants
 
 KEY_MAX_LENGTH = 255
 _HEAD = 80  # characters of a hashed key kept readable (80 astral chars = 160 units, + 66)
@@ -65,10 +65,13 @@ def hashed_key(value: str, prefix: str) -> str:
     return f"{prefix}:{value[:_HEAD]}#{digest}"
 
 
-def crm_versions(values: pd.Series, zone: tzinfo = UTC) -> pd.Series:
+def crm_versions(
+    values: pd.Series, zone: tzinfo = UTC, max_offset: timedelta = MAX_OFFSET
+) -> pd.Series:
     """Microseconds since epoch (nullable Int64), NA where the value is not a point in time;
-    `zone` is the CRM's zone for values without an offset (the mapping's `source.timezone`)."""
-    return parse_instants(values, zone)
+    `zone` is the CRM's zone for values without an offset and `max_offset` the largest offset
+    read (the mapping's `source.timezone` and `source.max_offset_hours`)."""
+    return parse_instants(values, zone, max_offset)
 
 
 def truthy(values: pd.Series) -> np.ndarray:

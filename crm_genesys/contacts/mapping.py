@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterator
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -128,6 +129,10 @@ class SourceSpec(_Strict):
 
     `timezone` (an IANA name, UTC by default) is the zone of the CRM's times that carry no
     offset: naive timestamps and text without `Z`/`±HH:MM` (see `crm.instants`).
+    `max_offset_hours` (0 to 14, default 14: every zone) is the largest UTC offset, either way,
+    that the CRM's text times carry; text with a larger one is not read (the time report shows
+    it). Each window also walks the index entries that far on either side of it, so a CRM that
+    writes no offsets (or only `Z`) can say 0 and spare that.
     """
 
     table: str = Field(min_length=1)
@@ -136,6 +141,7 @@ class SourceSpec(_Strict):
     version_column: str = Field(min_length=1)
     deleted_column: str | None = None
     timezone: str = "UTC"
+    max_offset_hours: float = Field(default=14, ge=0, le=14)
 
     @field_validator("timezone")
     @classmethod
@@ -147,6 +153,11 @@ class SourceSpec(_Strict):
     def zone(self) -> ZoneInfo:
         """The CRM's zone for times without an offset."""
         return zone_named(self.timezone)
+
+    @property
+    def max_offset(self) -> timedelta:
+        """`max_offset_hours` as a duration (whole minutes)."""
+        return timedelta(minutes=round(self.max_offset_hours * 60))
 
 
 class ExternalSourceSpec(_Strict):

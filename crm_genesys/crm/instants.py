@@ -46,6 +46,7 @@ from pandas.api.types import infer_dtype
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
+_MINUTE = timedelta(minutes=1)
 # No time zone has ever been further from UTC than this (Kiribati, +14:00; -12:00 the other way).
 MAX_OFFSET = timedelta(hours=14)
 # Spans longer than this use the widest naive bounds instead of sampling the zone's offsets.
@@ -103,24 +104,33 @@ def is_utc(zone: tzinfo) -> bool:
 # --- the parser -----------------------------------------------------------------------------
 
 
-def parse_instants(values: pd.Series | Sequence[Any] | np.ndarray, zone: tzinfo = UTC) -> pd.Series:
+def parse_instants(
+    values: pd.Series | Sequence[Any] | np.ndarray,
+    zone: tzinfo = UTC,
+    max_offset: timedelta = MAX_OFFSET,
+) -> pd.Series:
     """Instants (nullable Int64, microseconds since the epoch) of CRM time values; NA where a
-    value is not a point in time. A Series keeps its index. See the module docstring for what
-    is read and how naive values and offsets are treated."""
+    value is not a point in time. A Series keeps its index. Text whose offset is beyond
+    `max_offset` either way (the mapping's `source.max_offset_hours`) is not read. See the
+    module docstring for what is read and how naive values and offsets are treated."""
     series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
-    us, valid = _instants(series, zone)
+    us, valid = _instants(series, zone, max_offset)
     return pd.Series(pd.arrays.IntegerArray(us, ~valid), index=series.index)
 
 
 def instants_array(
-    values: pd.Series | Sequence[Any] | np.ndarray, zone: tzinfo = UTC
+    values: pd.Series | Sequence[Any] | np.ndarray,
+    zone: tzinfo = UTC,
+    max_offset: timedelta = MAX_OFFSET,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`parse_instants` as plain arrays: (int64 microseconds, bool valid); invalid slots hold 0."""
     series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
-    return _instants(series, zone)
+    return _instants(series, zone, max_offset)
 
 
-def _instants(series: pd.Series, zone: tzinfo) -> tuple[np.ndarray, np.ndarray]:
+def _instants(
+    series: pd.Series, zone: tzinfo, max_offset: timedelta
+) -> tuple[np.ndarray, np.ndarray]:
     n = len(series)
     us = np.zeros(n, dtype=np.int64)
     valid = np.zeros(n, dtype=bool)
@@ -139,7 +149,7 @@ def _instants(series: pd.Series, zone: tzinfo) -> tuple[np.ndarray, np.ndarray]:
     if kind == "string":
         present = ~pd.isna(obj)
         where = everything if present.all() else np.flatnonzero(present)
-        _parse_texts(us, valid, where, obj[where].tolist(), zone)
+        _parse_texts(us, valid, where, obj[where].tolist(), zone, max_offset)
         return us, valid
     if kind == "empty":
         return us, valid
@@ -155,7 +165,7 @@ def _instants(series: pd.Series, zone: tzinfo) -> tuple[np.ndarray, np.ndarray]:
             walls.append(i)
     if texts:
         idx = np.array(texts, dtype=np.int64)
-        _parse_texts(us, valid, idx, obj[idx].tolist(), zone)
+        _parse_texts(us, valid, idx, obj[idx].tolist(), zone, max_offset)
     if walls:
         idx = np.array(walls, dtype=np.int64)
         _put_walls(us, valid, idx, _datetime64(obj[idx].tolist()), zone)
@@ -215,7 +225,12 @@ _ZERO, _NINE = ord("0"), ord("9")
 
 
 def _parse_texts(
-    us: np.ndarray, valid: np.ndarray, where: np.ndarray, texts: list[str], zone: tzinfo
+    us: np.ndarray,
+    valid: np.ndarray,
+    where: np.ndarray,
+    texts: list[str],
+    zone: tzinfo,
+    max_offset: timedelta,
 ) -> None:
     """Parse `texts` (all str) into `us`/`valid` at positions `where`."""
     n = len(texts)
@@ -234,7 +249,7 @@ def _parse_texts(
     for lo in range(0, n, _CHUNK):
         hi = min(n, lo + _CHUNK)
         chars = _characters(buf, starts[lo:hi], lengths[lo:hi], width)
-        wall, offset, ok, aware = _parse_chunk(chars, lengths[lo:hi])
+        wall, offset, ok, aware = _parse_chunk(chars, lengths[lo:hi], max_offset // _MINUTE)
         part = where[lo:hi]
         plain = ok & ~aware
         if plain.any():
@@ -272,10 +287,11 @@ def _characters(
 
 
 def _parse_chunk(
-    ch: np.ndarray, lengths: np.ndarray
+    ch: np.ndarray, lengths: np.ndarray, max_minutes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(wall-clock µs, offset minutes, readable, has an offset) of the texts in `ch`, a
-    (position, text) matrix of characters (see `_characters`), of `lengths`."""
+    (position, text) matrix of characters (see `_characters`), of `lengths`; offsets beyond
+    `max_minutes` either way are not read."""
     m = ch.shape[1]
     cols = np.arange(m)
     digit = (ch >= _ZERO) & (ch <= _NINE)
@@ -340,7 +356,9 @@ def _parse_chunk(
     tailed = np.flatnonzero(tail > 0)
     if len(tailed):
         ok[tailed] &= timed[tailed]
-        t_ok, t_offset = _parse_offsets(ch[:, tailed], wall_end[tailed], lengths[tailed])
+        t_ok, t_offset = _parse_offsets(
+            ch[:, tailed], wall_end[tailed], lengths[tailed], max_minutes
+        )
         ok[tailed] &= t_ok
         aware[tailed] = t_ok
         offset[tailed] = t_offset
@@ -355,7 +373,7 @@ def _parse_chunk(
 
 
 def _parse_offsets(
-    ch: np.ndarray, wall_end: np.ndarray, lengths: np.ndarray
+    ch: np.ndarray, wall_end: np.ndarray, lengths: np.ndarray, max_minutes: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(valid, minutes east of UTC) of the tails after the wall-clock text."""
     cols = np.arange(ch.shape[1])
@@ -381,7 +399,7 @@ def _parse_offsets(
     colon = (size == 6) & signed & hh_ok & (at(tz_at + 3) == ord(":")) & colon_ok
     mm = np.where(compact, compact_mm, np.where(colon, colon_mm, 0))
     minutes = np.where(zulu, 0, hh * 60 + mm)
-    ok = (zulu | hours_only | compact | colon) & (mm < 60) & (minutes <= 14 * 60)
+    ok = (zulu | hours_only | compact | colon) & (mm < 60) & (minutes <= max_minutes)
     return ok, np.where(sign == ord("-"), -minutes, minutes)
 
 
@@ -430,7 +448,9 @@ def wall_bounds(start: datetime, end: datetime, zone: tzinfo) -> tuple[datetime,
     return _naive(_shift(start, min(offsets))), _naive(_shift(end, max(offsets)))
 
 
-def text_ranges(start: datetime, end: datetime, zone: tzinfo = UTC) -> list[TextRange]:
+def text_ranges(
+    start: datetime, end: datetime, zone: tzinfo = UTC, max_offset: timedelta = MAX_OFFSET
+) -> list[TextRange]:
     """Disjoint text ranges, in order, holding every text value (of the grammar
     `parse_instants` reads) whose instant lies in [start, end); see `TextRange`.
 
@@ -444,8 +464,8 @@ def text_ranges(start: datetime, end: datetime, zone: tzinfo = UTC) -> list[Text
     if end <= start:
         return []
     core_low, core_high = _core(start, end, zone)
-    margin_low = _naive(_shift(start, -MAX_OFFSET))
-    margin_high = _naive(_shift(end, MAX_OFFSET))
+    margin_low = _naive(_shift(start, -max_offset))
+    margin_high = _naive(_shift(end, max_offset))
     pieces: list[TextRange] = []
     for low, high, marks in (
         (margin_low, core_low, frozenset({MINUS})),
@@ -457,7 +477,9 @@ def text_ranges(start: datetime, end: datetime, zone: tzinfo = UTC) -> list[Text
     return _disjoint(pieces)
 
 
-def edge_ranges(start: datetime, end: datetime, zone: tzinfo = UTC) -> list[TextRange]:
+def edge_ranges(
+    start: datetime, end: datetime, zone: tzinfo = UTC, max_offset: timedelta = MAX_OFFSET
+) -> list[TextRange]:
     """Within the whole ranges of `text_ranges(start, end, zone)`, the ranges (some with a
     marker) holding every text whose instant lies outside [start, end): the whole ranges'
     slack beyond the span's wall clock (whole minutes, the zone's offsets), and texts with an
@@ -474,8 +496,8 @@ def edge_ranges(start: datetime, end: datetime, zone: tzinfo = UTC) -> list[Text
         max(_naive(start), wall_bounds(start - MAX_OFFSET - hour, start + _US, zone)[1])
     )
     slack_high = min(_naive(end), wall_bounds(end - _US, end + MAX_OFFSET + hour, zone)[0])
-    early = min(core_high, _naive(_shift(start, MAX_OFFSET)))
-    late = max(core_low, _naive(_shift(end, -MAX_OFFSET)))
+    early = min(core_high, _naive(_shift(start, max_offset)))
+    late = max(core_low, _naive(_shift(end, -max_offset)))
     pieces = [
         *_date_pieces(core_low, early, frozenset({PLUS})),
         *_date_pieces(late, core_high, frozenset({MINUS})),

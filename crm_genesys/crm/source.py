@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from crm_genesys.crm.errors import MissingColumnsError
 from crm_genesys.crm.instants import (
     EPOCH,
+    MAX_OFFSET,
     MINUS,
     PLUS,
     TextRange,
@@ -77,8 +78,9 @@ class SqlCrmSource:
     `table`, `modified_column`, `deleted_column` and `internal_id_column` are names as they are in
     the database (from the mapping's `source` block); `schema` optionally qualifies the table.
     `timezone` (an IANA name or a tzinfo, UTC by default) is the zone of modification times that
-    carry no offset. `mapping`, when given (see `from_mapping`), is checked against the table on
-    every read and names the mapping lines of missing columns.
+    carry no offset; `max_offset` the largest UTC offset text times are read with (see the
+    mapping's `source.max_offset_hours`). `mapping`, when given (see `from_mapping`), is
+    checked against the table on every read and names the mapping lines of missing columns.
     Times given to the methods may be aware (any zone) or naive (taken as UTC); times returned
     are aware UTC.
     """
@@ -94,6 +96,7 @@ class SqlCrmSource:
         schema: str | None = None,
         engine: Engine | None = None,
         timezone: str | tzinfo = UTC,
+        max_offset: timedelta = MAX_OFFSET,
         mapping: Mapping | None = None,
     ) -> None:
         self.url = url
@@ -103,6 +106,9 @@ class SqlCrmSource:
         self.internal_id_column = internal_id_column
         self.schema = schema
         self.zone: tzinfo = zone_named(timezone) if isinstance(timezone, str) else timezone
+        if not timedelta(0) <= max_offset <= MAX_OFFSET:
+            raise ValueError(f"max_offset must be within 0 and {MAX_OFFSET}")
+        self.max_offset = max_offset
         self.mapping = mapping
         self._engine = engine if engine is not None else sa.create_engine(url)
         self._owns_engine = engine is None
@@ -128,6 +134,7 @@ class SqlCrmSource:
             schema=schema,
             engine=engine,
             timezone=src.zone,
+            max_offset=src.max_offset,
             mapping=mapping,
         )
 
@@ -232,7 +239,7 @@ class SqlCrmSource:
             high = sa.bindparam(None, wall_high, col_type)
             return sa.and_(column >= low, column < high), is_utc(self.zone)
         text = self._text(column, conn)
-        ranges = text_ranges(start, end, self.zone)
+        ranges = text_ranges(start, end, self.zone, self.max_offset)
         if not ranges:
             return sa.false(), True
         return sa.or_(*(self._range(text, r) for r in ranges)), False
@@ -249,7 +256,7 @@ class SqlCrmSource:
 
     def _keep_window(self, frame: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFrame:
         """The rows of `frame` whose modification instant is in [start, end), by instant."""
-        us, valid = instants_array(frame[self.modified_column], self.zone)
+        us, valid = instants_array(frame[self.modified_column], self.zone, self.max_offset)
         keep = valid & (us >= to_micros(start)) & (us < to_micros(end))
         rows = None if keep.all() else np.flatnonzero(keep)
         if rows is not None:
@@ -347,7 +354,7 @@ class SqlCrmSource:
                 sa.select(mod).where(where)
             )
             for rows in result.partitions():
-                us, valid = instants_array([r[0] for r in rows], self.zone)
+                us, valid = instants_array([r[0] for r in rows], self.zone, self.max_offset)
                 total += int((valid & (us >= to_micros(low)) & (us < to_micros(high))).sum())
             return total
 
@@ -356,7 +363,7 @@ class SqlCrmSource:
         mod = self._clause_table(self.modified_column).c[self.modified_column]
         result = conn.execution_options(yield_per=_FETCH_ROWS).execute(sa.select(mod))
         for rows in result.partitions():
-            yield instants_array([r[0] for r in rows], self.zone)
+            yield instants_array([r[0] for r in rows], self.zone, self.max_offset)
 
     def modified_range(self) -> tuple[datetime, datetime] | None:
         """(earliest, latest) modification instant in the table, or None when no row has one.
@@ -423,7 +430,7 @@ class SqlCrmSource:
             ident = clause.c[id_name] if id_name else None
             self._tally_nulls(conn, tally, clause, ident, mod)
             if kind == "text":
-                ranges = text_ranges(first, horizon, self.zone)
+                ranges = text_ranges(first, horizon, self.zone, self.max_offset)
                 text = self._text(mod, conn)
                 outside = [_between(text, lo, hi) for lo, hi in text_complement(ranges)]
                 margins = [
@@ -434,7 +441,8 @@ class SqlCrmSource:
                 cores = [self._range(text, r) for r in ranges if not r.marks]
                 if not thorough:
                     # Of the whole ranges, only texts with an offset near the span's edges.
-                    cores = [self._range(text, r) for r in edge_ranges(first, horizon, self.zone)]
+                    edges = edge_ranges(first, horizon, self.zone, self.max_offset)
+                    cores = [self._range(text, r) for r in edges]
                 if cores:
                     self._tally(conn, tally, self._pair(ident, mod, sa.or_(*cores)))
             else:
@@ -494,7 +502,7 @@ class SqlCrmSource:
         result = conn.execution_options(yield_per=_FETCH_ROWS).execute(stmt)
         for rows in result.partitions():
             raw = [r[-1] for r in rows]
-            us, valid = instants_array(raw, self.zone)
+            us, valid = instants_array(raw, self.zone, self.max_offset)
             tally.add([r[0] for r in rows] if with_ids else None, raw, us, valid)
 
 

@@ -44,6 +44,7 @@ def test_demo_mapping_loads_and_never_reads_pii() -> None:
         (lambda d: d["business_key"].update(columns=[]), "business_key.columns"),
         (lambda d: d["source"].update(timezone="Europe/Berln"), "source.timezone"),
         (lambda d: d["source"].update(timezone="+02:00"), "not an IANA time zone"),
+        (lambda d: d["source"].update(max_offset_hours=15), "source.max_offset_hours"),
     ],
 )
 def test_bad_mapping_fails_with_clear_error(patch: Any, message: str, tmp_path: Path) -> None:

@@ -451,3 +451,19 @@ def test_edge_ranges_hold_every_whole_range_text_outside_the_span(
     whole = [r for r in text_ranges(start, end, zone) if not r.marks]
     if _in(whole, text):
         assert _in(edge_ranges(start, end, zone), text)
+
+
+def test_offsets_beyond_the_mappings_maximum_are_not_read() -> None:
+    values = pd.Series(["2024-06-01T12:00:00+02:00", "2024-06-01T10:00:00Z", "2024-06-01 10:00"])
+    assert parse_instants(values, max_offset=timedelta(hours=1)).isna().tolist() == [
+        True,
+        False,
+        False,
+    ]
+    assert parse_instants(values, max_offset=timedelta(hours=2)).notna().all()
+    # Without offsets to allow for, a window's ranges are its own wall clock only.
+    ranges = text_ranges(T0, T0 + timedelta(hours=1), max_offset=timedelta(0))
+    assert [(r.low, r.high, r.marks) for r in ranges] == [
+        ("2024-06-01 10", "2024-06-01 11", frozenset()),
+        ("2024-06-01T10", "2024-06-01T11", frozenset()),
+    ]

@@ -15,6 +15,7 @@ from sqlalchemy.pool import StaticPool
 
 from crm_genesys.contacts.keys import crm_versions
 from crm_genesys.crm.instants import from_micros, to_micros
+from crm_genesys.crm.source import SqlCrmSource
 
 from .time_tables import (
     EXACT_STYLES,
@@ -192,3 +193,20 @@ def test_extract_orders_by_instant_not_by_text() -> None:
     frame = source.extract(T0.replace(tzinfo=UTC) - 2 * HOUR, T0.replace(tzinfo=UTC) + 2 * HOUR)
     assert frame["id"].tolist() == [1, 2, 3]  # 08:30, 10:10, 10:20 UTC
     assert frame.index.tolist() == [0, 1, 2]
+
+
+def test_a_crm_that_writes_no_offsets_reads_no_margins_and_refuses_offsets() -> None:
+    """With max_offset 0 (`source.max_offset_hours: 0`) a window reads its own range only; a
+    text with an offset is then not a time: never in a window, in the time report."""
+    engine = sa.create_engine("sqlite://", poolclass=StaticPool)
+    values = ["2024-06-01 10:30:00", "2024-06-01T10:45:00Z", "2024-06-01T12:50:00+02:00"]
+    strict = text_table(engine, values)
+    strict.max_offset = timedelta(0)
+    start = T0.replace(tzinfo=UTC)
+    assert sorted(strict.extract(start, start + HOUR)["id"]) == [1, 2]
+    report = strict.time_report(start - HOUR, start + HOUR)
+    assert report.counts["unreadable"] == 1 and report.samples["unreadable"][0].crm_id == "3"
+    lenient = text_table(engine, values, name="lenient")
+    assert sorted(lenient.extract(start, start + HOUR)["id"]) == [1, 2, 3]
+    with pytest.raises(ValueError, match="max_offset"):
+        SqlCrmSource("sqlite://", "crm", "modified_at", engine=engine, max_offset=15 * HOUR)
