@@ -54,9 +54,11 @@ def schema(engine: sa.Engine) -> Iterator[str]:
 def _icu_collation(conn: sa.Connection) -> str | None:
     """A linguistic collation (punctuation and case weigh less than letters), when the server
     has ICU: text compared in it does not sort like the bytes."""
-    return conn.exec_driver_sql(
-        "SELECT collname FROM pg_collation WHERE collprovider = 'i' AND collname LIKE 'en-%' "
-        "ORDER BY collname LIMIT 1"
+    return conn.execute(
+        sa.text(
+            "SELECT collname FROM pg_collation WHERE collprovider = 'i' AND collname LIKE 'en-%' "
+            "ORDER BY collname LIMIT 1"
+        )
     ).scalar()
 
 
@@ -126,9 +128,16 @@ ROWS = st.lists(st.tuples(NEAR_T0, st.integers(0, 11), OFFSET), min_size=1, max_
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(rows=ROWS, window=st.sampled_from([timedelta(minutes=15), HOUR]))
+@given(
+    rows=ROWS,
+    window=st.sampled_from([timedelta(minutes=15), HOUR]),
+    odd=st.lists(st.tuples(NEAR_T0, st.integers(1, 86_400_000_000)), max_size=3),
+)
 def test_every_representation_gives_the_same_windows_and_versions(
-    engine: sa.Engine, rows: list[tuple[int, int, int]], window: timedelta
+    engine: sa.Engine,
+    rows: list[tuple[int, int, int]],
+    window: timedelta,
+    odd: list[tuple[int, int]],
 ) -> None:
     name = f"crm_time_{uuid.uuid4().hex[:12]}"
     with engine.begin() as conn:
@@ -136,7 +145,10 @@ def test_every_representation_gives_the_same_windows_and_versions(
     try:
         truth = [said(u, s) for u, s, _ in rows]
         by_kind = sources(engine, name, rows)
-        for start, end in windows_around(truth, window):
+        spans = windows_around(truth, window)
+        # Windows on no boundary at all: their bounds' texts end in seconds or fractions.
+        spans += [(from_micros(us), from_micros(us + length)) for us, length in odd]
+        for start, end in spans:
             want = sorted(
                 (i, us)
                 for i, us in enumerate(truth, start=1)
@@ -206,3 +218,19 @@ def test_time_report_on_timestamps(engine: sa.Engine, schema: str) -> None:
     report = berlin.time_report(FIRST, NOW)
     assert report.counts == {MISSING: 1, UNREADABLE: 0, BEFORE_FIRST_WINDOW: 1, IN_FUTURE: 1}
     assert berlin.extract(FIRST, NOW)["id"].tolist() == [1]
+
+
+def test_text_is_compared_bytewise_whatever_the_columns_collation(
+    engine: sa.Engine, schema: str
+) -> None:
+    """In a linguistic collation `+` sorts after `:` (in bytes, before): the text 00:15+14:00
+    would fall outside the window's last range, whose bound ends in seconds."""
+    with engine.connect() as conn:
+        icu = _icu_collation(conn)
+    if icu is None:
+        pytest.skip("the server has no ICU collation")
+    make_table(engine, schema, "t", f'text COLLATE "{icu}"', ["2024-06-02T00:15+14:00"])
+    source = SqlCrmSource(URL, "t", "modified_at", None, "id", schema=schema, engine=engine)
+    start = datetime(2024, 6, 1, 8, tzinfo=UTC)
+    end = datetime(2024, 6, 1, 10, 15, 30, tzinfo=UTC)  # the text's instant is 10:15
+    assert source.extract(start, end)["id"].tolist() == [1]
