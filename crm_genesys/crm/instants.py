@@ -8,26 +8,29 @@ through it, so a row's window and its version can never disagree.
 What is read (everything else is NA):
 - datetimes (`datetime`, pandas `Timestamp`, numpy `datetime64`) and dates (midnight). Aware ones
   are converted; naive ones are wall-clock times in the CRM's zone (`zone`, UTC by default).
-- ISO-8601 text: `YYYY-MM-DD`, optionally followed by `T` or a space and `HH:MM`, `HH:MM:SS` or
-  `HH:MM:SS.fraction`, optionally followed (after an optional space) by `Z`, `±HH:MM`, `±HHMM` or
-  `±HH`; trailing ASCII whitespace is ignored. An offset is honoured per value (one value's offset
-  never affects another's); offsets beyond ±14:00 (no zone has them) are refused, so the
-  window's SQL superset (`text_ranges`) can be exact. Text without an offset is a wall-clock time
-  in `zone`. Fractions finer than a microsecond are floored. Not read: leading whitespace, `t`/`z`
-  in lower case, hour-only times, the basic format (`20240601T1000`), dates pandas cannot hold
-  (before 1677-09-22 or after 2262-04-11), impossible dates (`2024-02-30`, `25:00`).
+- ISO-8601 text, in fixed-width fields: `YYYY-MM-DD`, optionally followed by `T` or a space and
+  `HH:MM`, `HH:MM:SS` or `HH:MM:SS.f` (1 to 9 fraction digits, floored to the microsecond),
+  optionally followed (after an optional space) by `Z`, `±HH:MM`, `±HHMM` or `±HH`; trailing
+  ASCII whitespace is ignored. Each value's offset is its own (one value's offset never affects
+  another's); an offset beyond `max_offset` either way (±14:00 by default: no zone has more) is
+  refused, so the SQL superset of a window (`text_ranges`) can be exact. Text without an offset
+  is a wall-clock time in `zone`. Not read: leading whitespace, `t`/`z` in lower case, hour-only
+  times, one-digit fields (`10:5`), the basic format (`20240601T1000`), years outside 1-9999,
+  impossible dates and times (`2024-02-30`, `24:00`, `10:60`), numbers (seconds? milliseconds?
+  a counter?) and booleans.
 - Wall-clock times in a zone with daylight saving time: a time that occurs twice (the hour
   repeated when clocks go back) is its first occurrence (the earlier instant, still on summer
   time); a time that does not exist (the hour skipped when clocks go forward) is the first
   instant after the gap (as pandas' `nonexistent="shift_forward"`).
 
-`text_ranges(start, end, zone)` is the SQL side of the same grammar: text intervals (with, for
-the ±14 h margins, a marker that must occur in the text) that together hold every text value
-whose instant lies in [start, end), so a source can select a tight superset through the index of
-a text column and keep exactly the window after parsing.
+`text_ranges(start, end, zone, max_offset)` is the SQL side of the same grammar: text intervals
+(with, for the margins of `max_offset` around the window, a marker that must occur in the text)
+that together hold every text whose instant lies in [start, end), so a source can select a
+tight superset through the index of a text column and keep exactly the window after parsing.
+`edge_ranges` is the part of them a quick time report must parse.
 
-Also here: `as_utc`, `window_floor`, `to_micros`, `from_micros`, the helpers every module that
-handles window bounds needs.
+Also here: `as_utc`, `window_floor`, `to_micros`, `from_micros`, `zone_named`, `is_utc`, the
+helpers every module that handles window bounds needs.
 """
 
 from __future__ import annotations
@@ -153,6 +156,9 @@ def _instants(
         return us, valid
     if kind == "empty":
         return us, valid
+    if kind == "datetime":
+        _put_datetimes(us, valid, obj, zone)
+        return us, valid
     # Mixed content: text, datetimes and dates are read; numbers (seconds? millis? a counter?),
     # booleans and anything else are refused rather than guessed.
     texts, walls, aware = [], [], []
@@ -174,6 +180,31 @@ def _instants(
         utc = [v.astimezone(UTC).replace(tzinfo=None) for v in obj[idx].tolist()]
         _put(us, valid, idx, _datetime64(utc))
     return us, valid
+
+
+def _put_datetimes(us: np.ndarray, valid: np.ndarray, obj: np.ndarray, zone: tzinfo) -> None:
+    """Store a column of datetimes (and None), naive or aware or both, in C where pandas can."""
+    present = np.flatnonzero(~pd.isna(obj))
+    values = obj[present]
+    aware = np.fromiter((v.tzinfo is not None for v in values), dtype=bool, count=len(values))
+    for part, utc in ((aware, True), (~aware, False)):
+        if not part.any():
+            continue
+        idx, chunk = present[part], values[part]
+        # Objects, not text: pandas converts each aware one with its own offset.
+        stamps = pd.to_datetime(pd.Series(chunk, dtype=object), utc=utc, errors="coerce")
+        if utc:
+            stamps = stamps.dt.tz_localize(None)
+        got = stamps.to_numpy("datetime64[us]")
+        lost = np.flatnonzero(np.isnat(got))  # beyond pandas' nanosecond range
+        if len(lost):
+            got[lost] = _datetime64(
+                [v.astimezone(UTC).replace(tzinfo=None) if utc else v for v in chunk[lost]]
+            )
+        if utc:
+            _put(us, valid, idx, got)
+        else:
+            _put_walls(us, valid, idx, got, zone)
 
 
 def _datetime64(values: list[Any]) -> np.ndarray:

@@ -467,3 +467,28 @@ def test_offsets_beyond_the_mappings_maximum_are_not_read() -> None:
         ("2024-06-01 10", "2024-06-01 11", frozenset()),
         ("2024-06-01T10", "2024-06-01T11", frozenset()),
     ]
+
+
+def test_a_column_of_datetimes_naive_aware_and_far_off() -> None:
+    """What a driver returns for a timestamp column: datetimes, each aware one with its own
+    offset, naive ones in the zone, years beyond pandas' nanosecond range included."""
+    plus2 = timezone(timedelta(hours=2))
+    values = pd.Series(
+        [
+            datetime(2024, 6, 1, 12, tzinfo=plus2),
+            datetime(2024, 6, 1, 12),
+            datetime(9999, 1, 1, tzinfo=plus2),
+            datetime(1, 1, 2),
+            None,
+        ],
+        dtype=object,
+    )
+    got = parse_instants(values, BERLIN).tolist()
+    assert got == [
+        to_micros(datetime(2024, 6, 1, 10, tzinfo=UTC)),
+        to_micros(datetime(2024, 6, 1, 10, tzinfo=UTC)),
+        to_micros(datetime(9999, 1, 1, tzinfo=plus2)),
+        # Berlin's local mean time in year 1: +00:53:28.
+        to_micros(datetime(1, 1, 2, tzinfo=UTC)) - (53 * 60 + 28) * 1_000_000,
+        pd.NA,
+    ]
