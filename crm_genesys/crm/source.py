@@ -280,7 +280,7 @@ class SqlCrmSource:
         if columns is not None:
             wanted = set(columns) | {self.modified_column}
             names = [n for n in names if n in wanted]
-        raw = sa.table(self.table_name, *[sa.column(n) for n in names], schema=self.schema)
+        raw = self._clause_table(*names)
         return sa.select(*[raw.c[n] for n in names]), raw, names
 
     def extract(
