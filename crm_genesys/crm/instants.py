@@ -152,7 +152,7 @@ def _instants(
     if kind == "string":
         present = ~pd.isna(obj)
         where = everything if present.all() else np.flatnonzero(present)
-        _parse_texts(us, valid, where, obj[where].tolist(), zone, max_offset)
+        _parse_texts(us, valid, where, obj, zone, max_offset)
         return us, valid
     if kind == "empty":
         return us, valid
@@ -171,7 +171,7 @@ def _instants(
             walls.append(i)
     if texts:
         idx = np.array(texts, dtype=np.int64)
-        _parse_texts(us, valid, idx, obj[idx].tolist(), zone, max_offset)
+        _parse_texts(us, valid, idx, obj, zone, max_offset)
     if walls:
         idx = np.array(walls, dtype=np.int64)
         _put_walls(us, valid, idx, _datetime64(obj[idx].tolist()), zone)
@@ -259,29 +259,30 @@ def _parse_texts(
     us: np.ndarray,
     valid: np.ndarray,
     where: np.ndarray,
-    texts: list[str],
+    obj: np.ndarray,
     zone: tzinfo,
     max_offset: timedelta,
 ) -> None:
-    """Parse `texts` (all str) into `us`/`valid` at positions `where`."""
-    n = len(texts)
-    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
-    blob = "".join(texts).encode("utf-8", "surrogatepass")
-    if len(blob) != int(lengths.sum()):
-        # Some text is not ASCII, so not a time: blank it to keep one byte per character.
-        ascii_ = np.fromiter(map(str.isascii, texts), dtype=bool, count=n)
-        blob = "".join(t for t, a in zip(texts, ascii_, strict=True) if a).encode("ascii")
-        lengths[~ascii_] = 0
-    buf = np.frombuffer(blob, dtype=np.uint8)
-    starts = np.cumsum(lengths) - lengths
-    # Texts of one length (the usual case) are a matrix of the buffer: no gather needed.
-    width = int(lengths[0]) if n and (lengths == lengths[0]).all() else None
-    _drop_trailing_space(buf, starts, lengths)
-    for lo in range(0, n, _CHUNK):
-        hi = min(n, lo + _CHUNK)
-        chars = _characters(buf, starts[lo:hi], lengths[lo:hi], width)
-        wall, offset, ok, aware = _parse_chunk(chars, lengths[lo:hi], max_offset // _MINUTE)
-        part = where[lo:hi]
+    """Parse the texts `obj[where]` (all str) into `us`/`valid` at positions `where`, a chunk at
+    a time (the bytes of one chunk at once: a few MB, whatever the column's length)."""
+    for lo in range(0, len(where), _CHUNK):
+        part = where[lo : lo + _CHUNK]
+        texts = obj[part].tolist()
+        n = len(texts)
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+        blob = "".join(texts).encode("utf-8", "surrogatepass")
+        if len(blob) != int(lengths.sum()):
+            # Some text is not ASCII, so not a time: blank it to keep one byte per character.
+            ascii_ = np.fromiter(map(str.isascii, texts), dtype=bool, count=n)
+            blob = "".join(t for t, a in zip(texts, ascii_, strict=True) if a).encode("ascii")
+            lengths[~ascii_] = 0
+        buf = np.frombuffer(blob, dtype=np.uint8)
+        starts = np.cumsum(lengths) - lengths
+        # Texts of one length (the usual case) are a matrix of the buffer: no gather needed.
+        width = int(lengths[0]) if n and (lengths == lengths[0]).all() else None
+        _drop_trailing_space(buf, starts, lengths)
+        chars = _characters(buf, starts, lengths, width)
+        wall, offset, ok, aware = _parse_chunk(chars, lengths, max_offset // _MINUTE)
         plain = ok & ~aware
         if plain.any():
             _put_walls(us, valid, part[plain], wall[plain].view("datetime64[us]"), zone)
