@@ -525,9 +525,9 @@ def edge_ranges(
     # Naive wall clocks of instants just outside the span end below / start above these.
     # (Whole minutes again: `HH:MMZ` sorts above the start's text when that has seconds.)
     slack_low = _ceil_minute(
-        max(_naive(start), wall_bounds(start - MAX_OFFSET - hour, start + _US, zone)[1])
+        max(_naive(start), wall_bounds(start - MAX_OFFSET - hour, start, zone)[1])
     )
-    slack_high = min(_naive(end), wall_bounds(end - _US, end + MAX_OFFSET + hour, zone)[0])
+    slack_high = min(_naive(end), wall_bounds(end, end + MAX_OFFSET + hour, zone)[0])
     early = min(core_high, _naive(_shift(start, max_offset)))
     late = max(core_low, _naive(_shift(end, -max_offset)))
     pieces = [
