@@ -6,22 +6,24 @@
   longer than 255 UTF-16 units (Genesys' ExternalId limit) becomes
   `<prefix>:<first 80 chars>#<sha256>`: still readable, still unique, at most 255 units.
   A blank key column gives no key (None).
-- `crm_versions(values)`: microseconds since the Unix epoch (UTC) of the version column, from the
-  demo CRM's `YYYY-MM-DD HH:MM:SS.ffffff` text, any ISO-8601 text, or datetimes (naive = UTC).
-  Anything else (numbers, garbage, dates pandas cannot hold) is None: such a row cannot be ordered.
+- `crm_versions(values, zone)`: the instants of the version column (microseconds since the Unix
+  epoch), read by the one parser of CRM times (`crm.instants.parse_instants`): datetimes and
+  ISO-8601 text, each value with its own offset, naive ones in the CRM's zone. Anything else
+  (numbers, garbage, impossible dates) is NA: such a row cannot be ordered.
 - `truthy(values)`: tombstone flags from 1/0, true/false, yes/no, t/f, y/n (any case), booleans.
 """
 
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, timedelta, tzinfo
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import infer_dtype
 
 from crm_genesys.contacts.mapping import BusinessKeySpec
 from crm_genesys.contacts.text import clean_text, distinct_text, utf16_length
+from crm_genesys.crm.instants import MAX_OFFSET, parse_instants
 
 KEY_MAX_LENGTH = 255
 _HEAD = 80  # characters of a hashed key kept readable (80 astral chars = 160 units, + 66)
@@ -63,60 +65,13 @@ def hashed_key(value: str, prefix: str) -> str:
     return f"{prefix}:{value[:_HEAD]}#{digest}"
 
 
-def crm_versions(values: pd.Series) -> pd.Series:
-    """Microseconds since epoch (nullable Int64), None where the value is not a point in time."""
-    n = len(values)
-    out = pd.array(np.zeros(n, dtype="int64"), dtype="Int64")
-    if n == 0:
-        return pd.Series(out, index=values.index)
-    if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        stamps = pd.to_datetime(values, utc=True)
-    else:
-        obj = values.astype(object)
-        if infer_dtype(obj, skipna=True) == "string":
-            # Text only (the usual case): the checks below, without a pass per value.
-            text = obj.where(obj.notna(), None)
-            is_str = text.notna().to_numpy()
-        else:
-            # Numbers are not versions here (seconds? millis? a counter?): refuse, not guess.
-            kinds = np.array(
-                [
-                    isinstance(v, (int, float, np.integer, np.floating, bool))
-                    for v in obj.to_numpy()
-                ],
-                dtype=bool,
-            )
-            text = obj.where(~kinds, None)
-            is_str = np.array([isinstance(v, str) for v in text.to_numpy()], dtype=bool)
-        if is_str.any():
-            text = text.copy()
-            text[is_str] = text[is_str].str.strip()
-        try:
-            stamps = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
-        except (TypeError, ValueError, OverflowError):
-            stamps = pd.to_datetime(
-                pd.Series([_one_stamp(v) for v in text.to_numpy()], index=values.index),
-                utc=True,
-                errors="coerce",
-            )
-    valid = stamps.notna().to_numpy()
-    micros = np.zeros(n, dtype="int64")
-    if valid.any():
-        naive = stamps[valid].dt.tz_convert("UTC").dt.tz_localize(None)
-        micros[valid] = naive.to_numpy(dtype="datetime64[us]").astype("int64")
-    result = pd.Series(pd.array(micros, dtype="Int64"), index=values.index)
-    result[~valid] = pd.NA
-    return result
-
-
-def _one_stamp(value: object) -> pd.Timestamp | None:
-    try:
-        ts = pd.Timestamp(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if ts is pd.NaT:
-        return None
-    return ts if ts.tzinfo else ts.tz_localize("UTC")
+def crm_versions(
+    values: pd.Series, zone: tzinfo = UTC, max_offset: timedelta = MAX_OFFSET
+) -> pd.Series:
+    """Microseconds since epoch (nullable Int64), NA where the value is not a point in time;
+    `zone` is the CRM's zone for values without an offset and `max_offset` the largest offset
+    read (the mapping's `source.timezone` and `source.max_offset_hours`)."""
+    return parse_instants(values, zone, max_offset)
 
 
 def truthy(values: pd.Series) -> np.ndarray:

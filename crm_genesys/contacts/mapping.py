@@ -7,6 +7,9 @@ with a `MappingError` that lists every problem with its place in the file.
 
 Denied columns are refused twice: here, when the file is loaded, and again by `normalize`, which
 never reads a raw column whose name is denied even if a mapping object somehow names it.
+
+A loaded mapping remembers where each of its keys is (`Mapping.origin`, `Mapping.line_of`), so an
+error about a column can name the line of the file that maps it (`Mapping.column_locations`).
 """
 
 from __future__ import annotations
@@ -15,13 +18,25 @@ import re
 from collections.abc import Iterator
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from crm_genesys.crm.instants import zone_named
 
 # Genesys External Contact scalar fields this project writes, with the platform's length limits.
 SCALAR_FIELD_LIMITS: dict[str, int] = {
@@ -110,13 +125,39 @@ class _Strict(BaseModel):
 
 
 class SourceSpec(_Strict):
-    """Where the CRM rows come from and which columns carry identity, time and deletion."""
+    """Where the CRM rows come from and which columns carry identity, time and deletion.
+
+    `timezone` (an IANA name, UTC by default) is the zone of the CRM's times that carry no
+    offset: naive timestamps and text without `Z`/`±HH:MM` (see `crm.instants`).
+    `max_offset_hours` (0 to 14, default 14: every zone) is the largest UTC offset, either way,
+    that the CRM's text times carry; text with a larger one is not read (the time report shows
+    it). Each window also walks the index entries that far on either side of it, so a CRM that
+    writes no offsets (or only `Z`) can say 0 and spare that.
+    """
 
     table: str = Field(min_length=1)
     internal_id_column: str = Field(min_length=1)
     modified_column: str = Field(min_length=1)
     version_column: str = Field(min_length=1)
     deleted_column: str | None = None
+    timezone: str = "UTC"
+    max_offset_hours: float = Field(default=14, ge=0, le=14)
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        zone_named(value)
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The CRM's zone for times without an offset."""
+        return zone_named(self.timezone)
+
+    @property
+    def max_offset(self) -> timedelta:
+        """`max_offset_hours` as a duration (whole minutes)."""
+        return timedelta(minutes=round(self.max_offset_hours * 60))
 
 
 class ExternalSourceSpec(_Strict):
@@ -292,6 +333,9 @@ class Mapping(_Strict):
     # The Genesys division contacts are created in (its id); the org's home division when
     # absent. Fixed at creation: the platform cannot move a contact to another division.
     division: str | None = Field(default=None, min_length=1, max_length=64)
+    # Where the registry came from and the line of each key (dotted path, list items by index).
+    _origin: str = PrivateAttr(default="<mapping>")
+    _lines: dict[str, int] = PrivateAttr(default_factory=dict)
 
     @field_validator("default_country")
     @classmethod
@@ -348,6 +392,39 @@ class Mapping(_Strict):
         for name, spec in self.custom_fields.fields.items() if self.custom_fields else ():
             add(spec.column, f"custom_fields.{name}")
         return uses
+
+    @property
+    def origin(self) -> str:
+        """The file the mapping was loaded from (`<mapping>` when it was built in memory)."""
+        return self._origin
+
+    def line_of(self, path: str) -> int | None:
+        """1-based line of the key at dotted `path` (`phones.workPhone`, `business_key.columns.0`)
+        in the file, when the mapping was loaded from one."""
+        return self._lines.get(path)
+
+    def column_locations(self) -> dict[str, list[str]]:
+        """Every CRM column the mapping names, with each use and where it is written:
+        `phones.workPhone (crm_genesys/mappings/demo_crm.yaml:31)`."""
+        out: dict[str, list[str]] = {}
+        for column, uses in self.column_uses().items():
+            for use in dict.fromkeys(uses):
+                for path in self._key_paths(use, column):
+                    line = self.line_of(path)
+                    where = f"{self.origin}:{line}" if line is not None else self.origin
+                    out.setdefault(column, []).append(f"{use} ({where})")
+        return out
+
+    def _key_paths(self, use: str, column: str) -> list[str]:
+        """The dotted key paths in the file behind one `column_uses` entry."""
+        if use == "business_key.columns":
+            cols = self.business_key.columns
+            return [f"business_key.columns.{i}" for i, c in enumerate(cols) if c == column]
+        if use.startswith("custom_fields."):
+            name = use.removeprefix("custom_fields.")
+            column_key = f"custom_fields.fields.{name}.column"
+            return [column_key if column_key in self._lines else f"custom_fields.fields.{name}"]
+        return [use]
 
     def source_columns(self) -> list[str]:
         """The columns an extractor needs to read, in a stable order; never a denied one."""
@@ -412,16 +489,49 @@ def _format_validation_error(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_mapping(data: Any, origin: str = "<mapping>") -> Mapping:
-    """Validate an already-parsed registry document; raise `MappingError` listing every problem."""
+def parse_mapping(
+    data: Any, origin: str = "<mapping>", lines: dict[str, int] | None = None
+) -> Mapping:
+    """Validate an already-parsed registry document; raise `MappingError` listing every problem.
+
+    `lines` (dotted key path → 1-based line) lets errors about columns name their line."""
     if not isinstance(data, AbcMapping):
         raise MappingError(f"{origin}: a mapping registry must be a YAML mapping at the top level")
     try:
-        return Mapping.model_validate(dict(data))
+        mapping = Mapping.model_validate(dict(data))
     except ValidationError as exc:
         raise MappingError(
             f"{origin}: invalid mapping registry\n{_format_validation_error(exc)}"
         ) from None
+    mapping._origin = origin
+    mapping._lines = dict(lines or {})
+    return mapping
+
+
+def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
+    """Dotted key path → 1-based line of every mapping key and list item under `node`."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = f"{prefix}{key.value}"
+            lines.setdefault(path, key.start_mark.line + 1)
+            lines.update(_key_lines(value, path + "."))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[f"{prefix}{i}"] = item.start_mark.line + 1
+            lines.update(_key_lines(item, f"{prefix}{i}."))
+    return lines
+
+
+def _load_yaml(text: str) -> tuple[Any, dict[str, int]]:
+    """`yaml.safe_load(text)` and the line of each key, from one parse."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return data, _key_lines(node)
 
 
 def load_mapping(path: str | Path) -> Mapping:
@@ -436,10 +546,10 @@ def load_mapping(path: str | Path) -> Mapping:
     except OSError as exc:
         raise MappingError(f"{p}: cannot read mapping registry: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data, lines = _load_yaml(text)
     except yaml.YAMLError as exc:
         raise MappingError(f"{p}: not valid YAML: {exc}") from None
-    return parse_mapping(data, origin=str(p))
+    return parse_mapping(data, origin=str(p), lines=lines)
 
 
 def is_region(code: str) -> bool:

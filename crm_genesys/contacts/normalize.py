@@ -424,7 +424,7 @@ def _normalize(
 
     src = mapping.source
     crm_id = clean_text(cols.get(src.internal_id_column)).fillna("")
-    version = crm_versions(cols.get(src.version_column))
+    version = crm_versions(cols.get(src.version_column), src.zone, src.max_offset)
     deleted = (
         truthy(cols.get(src.deleted_column)) if src.deleted_column else np.zeros(n, dtype=bool)
     )

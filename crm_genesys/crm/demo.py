@@ -27,7 +27,10 @@ What the data holds, by design (rates are of primary rows unless stated):
 - HTML notes (with `<script>`, entities, one very long), a company name too long for Genesys,
   and PII columns `national_id` and `date_of_birth`;
 - `modified_at` spread uniformly over the `windows` most recent complete windows before `now`
-  (windows aligned to multiples of `window` since the Unix epoch, UTC).
+  (windows aligned to multiples of `window` since the Unix epoch, UTC), in the demo's own text
+  form `YYYY-MM-DD HH:MM:SS.ffffff` (UTC) — or, with `mixed_times`, each row in one of
+  `TIME_STYLES` (`T` or space, `Z`, offsets `+02:00` / `-0500` / `+05:30`, whole seconds): the
+  same instants as a CRM that writes times every which way would hold them.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from crm_genesys.crm import _pools as pools
+from crm_genesys.crm.instants import as_utc, to_micros, window_floor
 
 CONTACT_COLUMNS: tuple[str, ...] = (
     "id", "account_number", "salutation", "first_name", "middle_name", "last_name", "job_title",
@@ -78,8 +82,7 @@ CREATE_CONTACTS = (
     + "\n)"
 )
 
-MODIFIED_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MODIFIED_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # the demo CRM's own text form of `modified_at`
 _US = np.timedelta64(1, "us")
 
 # Shares of the data set; see the module docstring.
@@ -88,14 +91,7 @@ _TOMB_LATER_SHARE = 0.02
 _CHUNK_ROWS = 50_000
 
 
-# --- time helpers -------------------------------------------------------------------------
-
-
-def as_utc(moment: datetime) -> datetime:
-    """`moment` as an aware UTC datetime; a naive datetime is taken to be UTC already."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+# --- the demo CRM's text form of times ---------------------------------------------------
 
 
 def format_modified(moment: datetime) -> str:
@@ -108,25 +104,62 @@ def parse_modified(text: str) -> datetime:
     return datetime.strptime(text, MODIFIED_FORMAT).replace(tzinfo=UTC)
 
 
-def window_floor(moment: datetime, window: timedelta) -> datetime:
-    """Start of the window holding `moment`; windows are aligned to the Unix epoch in UTC."""
-    if window <= timedelta(0):
-        raise ValueError("window must be positive")
-    since = as_utc(moment) - _EPOCH
-    return _EPOCH + (since // window) * window
-
-
-def to_micros(moment: datetime) -> int:
-    """Microseconds since the Unix epoch (naive = UTC)."""
-    return (as_utc(moment) - _EPOCH) // timedelta(microseconds=1)
-
-
 def format_micros(us: np.ndarray) -> np.ndarray:
     """Microseconds since the epoch (int64) → `modified_at` strings (object array)."""
     if len(us) == 0:
         return np.empty(0, dtype=object)
     text = us.astype("datetime64[us]").astype("U26")  # 'YYYY-MM-DDTHH:MM:SS.ffffff'
     return np.char.replace(text, "T", " ").astype(object)
+
+
+# Representations of one instant a CRM may hold (`format_styled`); `WHOLE_SECONDS` writes no
+# fraction, so it is only given to instants on a whole second.
+TIME_STYLES: tuple[str, ...] = (
+    "demo",  # 2024-06-01 10:00:00.000000 (UTC)
+    "iso",  # 2024-06-01T10:00:00.000000
+    "zulu",  # 2024-06-01T10:00:00.000000Z
+    "whole_seconds",  # 2024-06-01 10:00:00
+    "plus_two",  # 2024-06-01T12:00:00.000000+02:00
+    "minus_five",  # 2024-06-01 05:00:00.000000-0500
+    "plus_five_thirty",  # 2024-06-01T15:30:00.000000+05:30
+)
+WHOLE_SECONDS = TIME_STYLES.index("whole_seconds")
+_STYLE_SHIFT_US = {"plus_two": 120, "minus_five": -300, "plus_five_thirty": 330}
+
+
+def format_styled(us: np.ndarray, styles: np.ndarray) -> np.ndarray:
+    """Microseconds since the epoch → `modified_at` strings, row i in `TIME_STYLES[styles[i]]`
+    (object array)."""
+    out = np.empty(len(us), dtype=object)
+    for k, style in enumerate(TIME_STYLES):
+        rows = np.flatnonzero(styles == k)
+        if not len(rows):
+            continue
+        minutes = _STYLE_SHIFT_US.get(style, 0)
+        local = (us[rows] + minutes * 60_000_000).astype("datetime64[us]")
+        text = local.astype("datetime64[s]" if style == "whole_seconds" else "datetime64[us]")
+        iso = text.astype("U26").astype(object)  # 'YYYY-MM-DDTHH:MM:SS[.ffffff]'
+        if style in ("demo", "whole_seconds", "minus_five"):
+            iso = np.char.replace(iso.astype(str), "T", " ").astype(object)
+        suffix = {"zulu": "Z", "plus_two": "+02:00", "minus_five": "-0500"}.get(style, "")
+        suffix = "+05:30" if style == "plus_five_thirty" else suffix
+        out[rows] = iso + suffix if suffix else iso
+    return out
+
+
+def style_stamps(
+    rng: np.random.Generator, stamps: np.ndarray, floor_us: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(stamps, styles): a random style per stamp; stamps given whole seconds are floored to the
+    second, unless that would not stay above `floor_us` (a key's previous version), in which
+    case they keep the demo style."""
+    styles = rng.integers(0, len(TIME_STYLES), len(stamps))
+    whole = stamps - stamps % 1_000_000
+    allowed = styles == WHOLE_SECONDS
+    if floor_us is not None:
+        allowed &= whole > floor_us
+    styles = np.where((styles == WHOLE_SECONDS) & ~allowed, 0, styles)
+    return np.where(allowed, whole, stamps), styles
 
 
 # --- metadata -----------------------------------------------------------------------------
@@ -147,6 +180,7 @@ class DemoMeta:
     windows: int
     window: timedelta
     activity_windows: tuple[datetime, ...] = field(default=())
+    mixed_times: bool = False
 
     @property
     def end(self) -> datetime:
@@ -181,6 +215,7 @@ def _meta_items(meta: DemoMeta) -> dict[str, str]:
         "windows": str(meta.windows),
         "window_us": str(meta.window // timedelta(microseconds=1)),
         "activity_windows": json.dumps([as_utc(w).isoformat() for w in meta.activity_windows]),
+        "mixed_times": "1" if meta.mixed_times else "0",
         "generator": "crm_genesys.crm.demo/1",
     }
 
@@ -203,6 +238,7 @@ def meta_from_items(items: Mapping[str, str]) -> DemoMeta:
         activity_windows=tuple(
             datetime.fromisoformat(w) for w in json.loads(items.get("activity_windows", "[]"))
         ),
+        mixed_times=items.get("mixed_times", "0") == "1",
     )
 
 
@@ -545,18 +581,29 @@ def generate_demo_crm(
     now: datetime,
     windows: int = 12,
     window: timedelta = timedelta(hours=1),
+    mixed_times: bool = False,
 ) -> DemoMeta:
     """Write a fresh demo CRM of exactly `rows` rows to `path` (replacing any file there).
 
-    Same (`rows`, `seed`, `now`, `windows`, `window`) → identical table contents. Every
-    `modified_at` lies in the `windows` complete windows before the window holding `now`. The
-    file is built beside `path` and renamed into place, so readers never see half a database.
+    Same (`rows`, `seed`, `now`, `windows`, `window`, `mixed_times`) → identical table contents.
+    Every `modified_at` lies in the `windows` complete windows before the window holding `now`.
+    With `mixed_times`, each `modified_at` is written in a random one of `TIME_STYLES` (drawn
+    from a generator of its own, so every other column is as without it; rows written in whole
+    seconds have their instant floored to the second). The file is built beside `path` and
+    renamed into place, so readers never see half a database.
     """
     if rows < 1 or windows < 1:
         raise ValueError("rows and windows must be positive")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    meta = DemoMeta(seed=seed, rows=rows, now=as_utc(now), windows=windows, window=window)
+    meta = DemoMeta(
+        seed=seed,
+        rows=rows,
+        now=as_utc(now),
+        windows=windows,
+        window=window,
+        mixed_times=mixed_times,
+    )
     rng = np.random.default_rng(seed)
     window_us = window // timedelta(microseconds=1)
     first_us = to_micros(meta.first_window_start)
@@ -620,7 +667,18 @@ def generate_demo_crm(
     everything = {
         c: np.concatenate([cols[c], dup[c], tomb[c]]) for c in CONTACT_COLUMNS if c in cols
     }
-    everything["modified_at"] = format_micros(np.concatenate([stamp, dup_stamp, tomb_stamp]))
+    if mixed_times:
+        styler = np.random.default_rng([seed, 1])  # its own stream: other columns unchanged
+        stamp, styles = style_stamps(styler, stamp)
+        tomb_stamp, tomb_styles = style_stamps(styler, tomb_stamp)
+        # Second versions keep their microseconds: floored, one could fall before the first.
+        dup_stamp, dup_styles = style_stamps(styler, dup_stamp, floor_us=dup_stamp)
+        everything["modified_at"] = format_styled(
+            np.concatenate([stamp, dup_stamp, tomb_stamp]),
+            np.concatenate([styles, dup_styles, tomb_styles]),
+        )
+    else:
+        everything["modified_at"] = format_micros(np.concatenate([stamp, dup_stamp, tomb_stamp]))
     # Internal ids in no particular relation to keys or times, as after years of CRM use.
     ids = rng.permutation(rows) + 1
     order = np.argsort(ids)

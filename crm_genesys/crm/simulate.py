@@ -10,7 +10,9 @@ every touched row stamped with a `modified_at` inside the window holding `now`:
 - creates: new keys after the highest existing `AC-` number, generated like the demo rows;
 - schema drift: `new_column` is added (TEXT) if missing and filled on updated and created rows.
 The four sets of keys are disjoint. A new stamp is always later than any existing version of the
-key, so per-key versions only move forward.
+key, so per-key versions only move forward. Stamps are written in the demo's text form, or, when
+the CRM was generated with `mixed_times` (or `mixed_times=True` is passed), each in a random one
+of `demo.TIME_STYLES`; versions are compared as instants (`crm.instants`), whatever the form.
 """
 
 from __future__ import annotations
@@ -29,17 +31,17 @@ from crm_genesys.crm import _pools as pools
 from crm_genesys.crm.demo import (
     CONTACT_COLUMNS,
     account_numbers,
-    as_utc,
     format_micros,
+    format_styled,
     insert_rows,
     international_phone,
     meta_from_items,
     people,
-    to_micros,
+    style_stamps,
     valid_email,
-    window_floor,
     write_demo_meta,
 )
+from crm_genesys.crm.instants import as_utc, instants_array, to_micros, window_floor
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _KEY_NUMBER = re.compile(r"^AC-(\d+)$")
@@ -81,18 +83,32 @@ class ActivitySummary:
 
 
 def _latest_versions(conn: sqlite3.Connection) -> pd.DataFrame:
-    """The latest row of every non-blank key: id, key (trimmed), modified_at, is_deleted,
-    country."""
+    """The latest row of every non-blank key: id, key (trimmed), modified_at, its instant `us`,
+    is_deleted, country."""
     frame = pd.read_sql_query(
         "SELECT id, account_number, modified_at, is_deleted, country FROM contacts "
         "WHERE account_number IS NOT NULL",
         conn,
     )
     frame["key"] = frame["account_number"].str.strip()
-    frame = frame[frame["key"] != ""]
-    # Ties on modified_at are broken by id so the choice is deterministic.
-    frame = frame.sort_values(["key", "modified_at", "id"], kind="stable")
+    frame = frame[frame["key"] != ""].copy()
+    frame["us"] = instants_array(frame["modified_at"].astype(object))[0]
+    # Ties on the instant are broken by id so the choice is deterministic.
+    frame = frame.sort_values(["key", "us", "id"], kind="stable")
     return frame.drop_duplicates("key", keep="last").reset_index(drop=True)
+
+
+class _Stamper:
+    """Writes new stamps in the demo form, or in mixed styles (a generator of their own)."""
+
+    def __init__(self, mixed: bool, seed: int) -> None:
+        self._rng = np.random.default_rng([seed, 1]) if mixed else None
+
+    def __call__(self, stamps: np.ndarray, floor_us: np.ndarray | None) -> np.ndarray:
+        if self._rng is None:
+            return format_micros(stamps)
+        styled, styles = style_stamps(self._rng, stamps, floor_us)
+        return format_styled(styled, styles)
 
 
 def _stamps(
@@ -127,8 +143,11 @@ def simulate_activity(
     reindex: int = 50,
     creates: int = 50,
     new_column: str | None = None,
+    mixed_times: bool | None = None,
 ) -> ActivitySummary:
     """Apply one round of CRM activity to the demo CRM at `path`; see the module docstring.
+
+    `mixed_times` (None: as the CRM was generated) writes the new stamps in mixed styles.
 
     Stamps fall in [start of the window holding `now`, `now`] (so none is in the future) unless
     a key's existing version is already later, in which case the stamp is that version + 1 µs,
@@ -160,11 +179,10 @@ def simulate_activity(
         dele = chosen.iloc[updates : updates + deletes]
         rei = chosen.iloc[updates + deletes :]
         prev_us = {
-            name: np.array(
-                [to_micros(datetime.fromisoformat(s)) for s in part["modified_at"]], dtype=np.int64
-            )
+            name: part["us"].to_numpy(dtype=np.int64)
             for name, part in (("upd", upd), ("del", dele), ("rei", rei))
         }
+        stamp_text = _Stamper(meta.mixed_times if mixed_times is None else mixed_times, seed)
 
         if new_column is not None:
             existing = {row[1] for row in conn.execute("PRAGMA table_info(contacts)")}
@@ -172,7 +190,7 @@ def simulate_activity(
                 conn.execute(f'ALTER TABLE contacts ADD COLUMN "{new_column}" TEXT')
 
         # Updates: new tier always; new mobile phone and/or e-mail.
-        stamps = format_micros(_stamps(rng, len(upd), span, prev_us["upd"]))
+        stamps = stamp_text(_stamps(rng, len(upd), span, prev_us["upd"]), prev_us["upd"])
         tiers = conn.execute(
             f"SELECT id, customer_tier FROM contacts WHERE id IN ({','.join('?' * len(upd))})",
             [int(i) for i in upd["id"]],
@@ -202,7 +220,7 @@ def simulate_activity(
             )
 
         # Deletes: tombstone the latest live row in place.
-        stamps = format_micros(_stamps(rng, len(dele), span, prev_us["del"]))
+        stamps = stamp_text(_stamps(rng, len(dele), span, prev_us["del"]), prev_us["del"])
         conn.executemany(
             "UPDATE contacts SET is_deleted = 1, modified_at = ? WHERE id = ?",
             zip(stamps.tolist(), [int(i) for i in dele["id"]], strict=True),
@@ -211,7 +229,7 @@ def simulate_activity(
         # Re-index: new ids above every existing one, in shuffled order.
         (max_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM contacts").fetchone()
         new_ids = max_id + 1 + rng.permutation(len(rei))
-        stamps = format_micros(_stamps(rng, len(rei), span, prev_us["rei"]))
+        stamps = stamp_text(_stamps(rng, len(rei), span, prev_us["rei"]), prev_us["rei"])
         old_ids = [int(i) for i in rei["id"]]
         conn.executemany(
             "UPDATE contacts SET id = ?, modified_at = ? WHERE id = ?",
@@ -241,7 +259,7 @@ def simulate_activity(
             for c in CONTACT_COLUMNS:
                 if c not in ("id", "account_number", "modified_at", "is_deleted"):
                     columns[c] = new[c]
-            columns["modified_at"] = format_micros(_stamps(rng, creates, span, None))
+            columns["modified_at"] = stamp_text(_stamps(rng, creates, span, None), None)
             columns["is_deleted"] = np.zeros(creates, dtype=np.int64).astype(object)
             if new_column is not None:
                 columns[new_column] = np.array(

@@ -2,6 +2,7 @@
 plain packages (`crm`, `contacts`, `state`, `sync`) so that it is tested without Dagster."""
 
 import asyncio
+from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
@@ -12,7 +13,12 @@ from crm_genesys.contacts.diff import diff
 from crm_genesys.contacts.keys import truthy
 from crm_genesys.contacts.normalize import NormalizationResult, normalize
 from crm_genesys.defs import checks, liveness
-from crm_genesys.defs.partitions import sync_windows, window_bounds, window_name
+from crm_genesys.defs.partitions import (
+    first_window_start,
+    sync_windows,
+    window_bounds,
+    window_name,
+)
 from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
 from crm_genesys.sync.accounting import account
 from crm_genesys.sync.breakers import judge_clears
@@ -22,10 +28,13 @@ from crm_genesys.sync.window import bind_window_length, sync_window
 GROUP = "crm_to_genesys"
 
 
-@dg.asset(partitions_def=sync_windows, group_name=GROUP, kinds={"sql", "pandas"})
-def crm_contacts(
-    context: dg.AssetExecutionContext, crm: CrmResource, genesys: GenesysResource
-) -> dg.Output[pd.DataFrame]:
+@dg.asset(
+    partitions_def=sync_windows,
+    group_name=GROUP,
+    kinds={"sql", "pandas"},
+    check_specs=checks.CRM_CHECK_SPECS,
+)
+def crm_contacts(context: dg.AssetExecutionContext, crm: CrmResource, genesys: GenesysResource):
     """CRM rows modified in the window (plus the lookback), one row per record version,
     tombstones included; only the columns the mapping reads (denied columns are never read)."""
     # Where this run would write is settled first: a half-configured Genesys fails here,
@@ -35,9 +44,10 @@ def crm_contacts(
     mapping = crm.mapping()
     with crm.source(mapping) as source:
         frame = source.extract(start - crm.lookback, end, mapping.source_columns())
+        times = source.time_report(first_window_start(), datetime.now(UTC))
     deleted = mapping.source.deleted_column
     tombstones = int(truthy(frame[deleted]).sum()) if deleted in frame else 0
-    return dg.Output(
+    yield dg.Output(
         frame,
         metadata={
             "rows": len(frame),
@@ -49,6 +59,7 @@ def crm_contacts(
             "target": target.describe(),
         },
     )
+    yield checks.crm_times_result(times, context.partition_key)
 
 
 @dg.asset(

@@ -16,6 +16,7 @@ from crm_genesys import settings
 from crm_genesys.contacts import quality
 from crm_genesys.contacts.mapping import Mapping
 from crm_genesys.contacts.normalize import NormalizationResult
+from crm_genesys.crm.time_report import TimeReport
 from crm_genesys.sync.accounting import WindowAccount
 from crm_genesys.sync.breakers import MassClear
 
@@ -48,6 +49,20 @@ NORMALIZED_CHECK_SPECS = [
         "denied_columns_seen",
         asset=NORMALIZED,
         description="Denied (PII) columns present in the CRM extract; they never leave.",
+    ),
+]
+
+CRM = dg.AssetKey("crm_contacts")
+
+CRM_CHECK_SPECS = [
+    dg.AssetCheckSpec(
+        "crm_times",
+        asset=CRM,
+        description=(
+            "CRM rows no window will ever extract: a modification time that is missing or "
+            "unreadable (fix the row), before the first window (the full sync covers those) or "
+            "in the future (a clock or zone mistake)."
+        ),
     ),
 ]
 
@@ -178,5 +193,53 @@ def mass_clear_result(verdict: MassClear, window: str) -> dg.AssetCheckResult:
             "max_share": verdict.max_share,
             "min_contacts": verdict.min_contacts,
             "clears": dg.MetadataValue.table(rows, schema=schema),
+        },
+    )
+
+
+def crm_times_result(report: TimeReport, window: str) -> dg.AssetCheckResult:
+    """The CRM table's time report as a check: rows with a missing or unreadable modification
+    time fail it (ERROR: nothing syncs them until they are fixed); rows only before the first
+    window or in the future warn."""
+    from crm_genesys.crm.time_report import IN_FUTURE, MISSING, UNREADABLE
+
+    broken = report.counts.get(MISSING, 0) + report.counts.get(UNREADABLE, 0)
+    rows = [
+        dg.TableRecord({"kind": kind, "crm_id": s.crm_id or "", "value": s.value})
+        for kind, samples in report.samples.items()
+        for s in samples
+    ]
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn("kind", "string"),
+            dg.TableColumn("crm_id", "string"),
+            dg.TableColumn("value", "string"),
+        ]
+    )
+    counts = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in report.counts.items() if n)
+    return dg.AssetCheckResult(
+        asset_key=CRM,
+        check_name="crm_times",
+        passed=report.ok,
+        severity=dg.AssetCheckSeverity.ERROR if broken else dg.AssetCheckSeverity.WARN,
+        description=(
+            f"window {window}: "
+            + (
+                f"{report.problems} of {report.rows} CRM rows lie in no window ({counts})"
+                if report.problems
+                else f"every one of the {report.rows} CRM rows lies in a window"
+            )
+            + (
+                "; rows with a future time usually mean a clock or time-zone mistake"
+                if report.counts.get(IN_FUTURE)
+                else ""
+            )
+        ),
+        metadata={
+            "window": window,
+            "rows": report.rows,
+            "scanned": report.scanned,
+            **{kind: int(n) for kind, n in report.counts.items()},
+            "samples": dg.MetadataValue.table(rows, schema=schema),
         },
     )

@@ -45,13 +45,7 @@ class CrmResource(dg.ConfigurableResource):
         return load_mapping(Path(self.mapping_path))
 
     def source(self, mapping: Mapping) -> SqlCrmSource:
-        return SqlCrmSource(
-            self.database_url,
-            table=mapping.source.table,
-            modified_column=mapping.source.modified_column,
-            deleted_column=mapping.source.deleted_column,
-            internal_id_column=mapping.source.internal_id_column,
-        )
+        return SqlCrmSource.from_mapping(self.database_url, mapping)
 
     @property
     def lookback(self) -> timedelta:

@@ -42,6 +42,9 @@ def test_demo_mapping_loads_and_never_reads_pii() -> None:
         (lambda d: d.update(default_country="XX"), "default_country"),
         (lambda d: d.update(surprise=1), "unknown key"),
         (lambda d: d["business_key"].update(columns=[]), "business_key.columns"),
+        (lambda d: d["source"].update(timezone="Europe/Berln"), "source.timezone"),
+        (lambda d: d["source"].update(timezone="+02:00"), "not an IANA time zone"),
+        (lambda d: d["source"].update(max_offset_hours=15), "source.max_offset_hours"),
     ],
 )
 def test_bad_mapping_fails_with_clear_error(patch: Any, message: str, tmp_path: Path) -> None:
@@ -53,6 +56,40 @@ def test_bad_mapping_fails_with_clear_error(patch: Any, message: str, tmp_path: 
         load_mapping(path)
     assert message in str(err.value)
     assert str(path) in str(err.value)
+
+
+def test_the_crm_time_zone_is_an_iana_name_utc_by_default(tmp_path: Path) -> None:
+    assert str(load_mapping(DEMO_MAPPING).source.zone) == "UTC"
+    data = _demo()
+    data["source"]["timezone"] = "Europe/Berlin"
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert str(load_mapping(path).source.zone) == "Europe/Berlin"
+
+
+def test_a_loaded_mapping_knows_the_line_of_each_column_it_reads() -> None:
+    m = load_mapping(DEMO_MAPPING)
+    lines = DEMO_MAPPING.read_text(encoding="utf-8").splitlines()
+
+    def line(text: str) -> int:
+        return next(i for i, t in enumerate(lines, 1) if t.strip().startswith(text))
+
+    assert m.origin == str(DEMO_MAPPING)
+    assert m.line_of("phones.workPhone") == line("workPhone:")
+    assert m.line_of("business_key.columns.0") == line("columns: [account_number]")
+    where = m.column_locations()
+    assert where["work_phone"] == [f"phones.workPhone ({DEMO_MAPPING}:{line('workPhone:')})"]
+    assert where["country"] == [
+        f"country_column ({DEMO_MAPPING}:{line('country_column:')})",
+        f"address.countryCode ({DEMO_MAPPING}:{line('countryCode:')})",
+    ]
+    assert where["customer_tier"] == [
+        f"custom_fields.customer_tier ({DEMO_MAPPING}:{line('customer_tier: {column')})"
+    ]
+    # Built in memory, a mapping still names the uses, without lines.
+    assert parse_mapping(_demo()).column_locations()["work_phone"] == [
+        "phones.workPhone (<mapping>)"
+    ]
 
 
 def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:

@@ -158,3 +158,29 @@ def test_masking() -> None:
     assert mask_email("john@example.com") == "j***@example.com"
     assert mask_phone(None) == "" and mask_phone("123") == "***"
     assert "5550" not in mask_phone(np.str_("+1 800 555 0199"))
+
+
+def test_versions_are_instants_each_with_its_own_offset() -> None:
+    """A later version written with an offset wins by its instant, not by its text, and one
+    row's offset never changes another's version (pandas' ISO parser carries it over)."""
+    raw = pd.DataFrame(
+        [
+            _row(id=1, first_name="Old", modified_at="2024-01-02T10:30:00+02:00"),  # 08:30 UTC
+            _row(id=2, first_name="New", modified_at="2024-01-02 09:00:00"),  # 09:00 UTC
+            _row(id=3, account_number="AC-2", modified_at="2024-01-02 09:00:00"),
+        ]
+    ).astype(object)
+    res = _check(raw)
+    by_key = res.contacts.set_index("business_key")
+    assert by_key.loc["AC-0000001", "first_name"] == "New"
+    assert by_key.loc["AC-2", "crm_version"] == by_key.loc["AC-0000001", "crm_version"]
+    assert by_key.loc["AC-2", "crm_version"] == 1704186000000000  # 2024-01-02 09:00 UTC
+
+
+def test_versions_without_an_offset_are_read_in_the_mappings_zone() -> None:
+    berlin = MAPPING.model_copy(
+        update={"source": MAPPING.source.model_copy(update={"timezone": "Europe/Berlin"})}
+    )
+    raw = pd.DataFrame([_row(modified_at="2024-01-02 10:00:00")]).astype(object)
+    res = normalize(raw, berlin, workers=1)
+    assert res.contacts["crm_version"].tolist() == [1704186000000000]  # 09:00 UTC

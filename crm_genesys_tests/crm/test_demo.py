@@ -21,8 +21,8 @@ from crm_genesys.crm.demo import (
     generate_demo_crm,
     parse_modified,
     read_demo_meta,
-    window_floor,
 )
+from crm_genesys.crm.instants import window_floor
 
 from .conftest import NOW, ROWS, rows_of
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from crm_genesys.crm.demo import DemoMeta, parse_modified, read_demo_meta, window_floor
+from crm_genesys.crm.demo import DemoMeta, parse_modified, read_demo_meta
+from crm_genesys.crm.instants import window_floor
 from crm_genesys.crm.simulate import next_window_now, simulate_activity
 from crm_genesys.crm.source import SqlCrmSource
 

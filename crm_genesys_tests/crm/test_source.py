@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from crm_genesys.contacts.mapping import load_mapping
 from crm_genesys.crm.demo import DemoMeta, parse_modified
+from crm_genesys.crm.errors import MissingColumnsError
 from crm_genesys.crm.source import SqlCrmSource
 
 T0 = datetime(2024, 6, 1, 10, tzinfo=UTC)
@@ -109,7 +111,7 @@ def test_schema_drift_is_seen_without_a_new_source(tmp_path: Path) -> None:
 def test_missing_column_is_an_error(tmp_path: Path) -> None:
     text_table(tmp_path / "crm.sqlite")
     source = SqlCrmSource(f"sqlite:///{tmp_path / 'crm.sqlite'}", "contacts", "updated")
-    with pytest.raises(KeyError):
+    with pytest.raises(MissingColumnsError, match=r"'updated'.*source\.modified_column"):
         source.extract(T0, T0 + timedelta(hours=1))
 
 
@@ -170,3 +172,64 @@ def test_demo_windows_partition_the_table(demo_db: tuple[Path, DemoMeta]) -> Non
     full = pd.concat(list(source.extract_all(chunk_rows=1_000)))
     assert len(full) == source.count() and set(full["id"]) == set(seen)
     source.dispose()
+
+
+# --- a mapped column that is missing is an error, not a blank -----------------------------
+
+DEMO_MAPPING = Path(__file__).parents[2] / "crm_genesys" / "mappings" / "demo_crm.yaml"
+
+
+def line_of(path: Path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def test_a_renamed_mapped_column_fails_naming_it_its_mapping_line_and_the_new_name(
+    demo_copy: tuple[Path, DemoMeta],
+) -> None:
+    path, meta = demo_copy
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE contacts RENAME COLUMN work_phone TO work_phone_number")
+    conn.execute("ALTER TABLE contacts RENAME COLUMN customer_tier TO tier")
+    conn.commit()
+    conn.close()
+    mapping = load_mapping(DEMO_MAPPING)
+    source = SqlCrmSource.from_mapping(f"sqlite:///{path}", mapping)
+    start, end = meta.generated_windows()[0]
+    with pytest.raises(MissingColumnsError) as err:
+        source.extract(start, end, mapping.source_columns())
+    message = str(err.value)
+    work_line = line_of(DEMO_MAPPING, "workPhone: work_phone")
+    tier_line = line_of(DEMO_MAPPING, "customer_tier: {column: customer_tier")
+    assert f"phones.workPhone ({DEMO_MAPPING}:{work_line})" in message
+    assert "'work_phone'" in message and "'work_phone_number'" in message
+    assert f"custom_fields.customer_tier ({DEMO_MAPPING}:{tier_line})" in message
+    assert set(err.value.missing) == {"work_phone", "customer_tier"}
+    # Every read of the mapped table fails the same way, before any row is produced.
+    with pytest.raises(MissingColumnsError):
+        source.extract(start, end)
+    with pytest.raises(MissingColumnsError):
+        next(source.extract_all())
+    source.dispose()
+
+
+def test_a_mapped_column_present_but_empty_is_fine(demo_copy: tuple[Path, DemoMeta]) -> None:
+    path, meta = demo_copy
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE contacts SET fax = NULL")
+    conn.commit()
+    conn.close()
+    mapping = load_mapping(DEMO_MAPPING)
+    with SqlCrmSource.from_mapping(f"sqlite:///{path}", mapping) as source:
+        start, end = meta.generated_windows()[0]
+        frame = source.extract(start, end, mapping.source_columns())
+        assert len(frame) and frame["fax"].isna().all()
+        assert source.zone == mapping.source.zone
+
+
+def test_columns_asked_for_without_a_mapping_must_exist(tmp_path: Path) -> None:
+    source = text_table(tmp_path / "crm.sqlite")
+    with pytest.raises(MissingColumnsError, match="'nickname', which is read by the caller"):
+        source.extract(T0, T0 + timedelta(hours=1), ["id", "nickname"])
+    with pytest.raises(MissingColumnsError, match="nickname"):
+        next(source.extract_all(columns=["nickname"]))
+    assert list(next(source.extract_all(columns=["sms"])).columns) == ["sms", "modified_at"]

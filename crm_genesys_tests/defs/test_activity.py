@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from crm_genesys.crm.expected import expected_contacts
 from crm_genesys.crm.simulate import simulate_activity
 from crm_genesys.defs.partitions import partition_key_for
 from crm_genesys_tests.defs.conftest import NOW, WINDOWS, World
+from crm_genesys_tests.oracle import expected_contacts
 
 
 def _by_key(world: World) -> dict[str, dict]:

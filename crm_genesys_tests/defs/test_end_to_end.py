@@ -1,5 +1,5 @@
 """The whole sync through Dagster into the in-process emulator, checked against an independent
-reading of the CRM (`crm_genesys.crm.expected`, which shares no code with the pipeline)."""
+reading of the CRM (`crm_genesys_tests.oracle`, which shares no code with the pipeline)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from crm_genesys import settings
-from crm_genesys.crm.expected import expected_contacts
 from crm_genesys.defs.resources import CrmResource
 from crm_genesys.sync.accounting import BUCKETS
 from crm_genesys_tests.defs.conftest import WINDOWS, World
+from crm_genesys_tests.oracle import expected_contacts
 
 WRITE_PATHS = ("/bulk/contacts/add", "/bulk/contacts/update", "/bulk/contacts/remove")
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from crm_genesys.crm.demo import generate_demo_crm
-from crm_genesys.crm.expected import expected_contacts
 from crm_genesys.crm.simulate import simulate_activity
 from crm_genesys.state.store import SyncStateStore
 from crm_genesys_tests.cli_deployment import Deployment, start_deployment
+from crm_genesys_tests.oracle import expected_contacts
 
 NOW = datetime(2026, 11, 29, 12, 30, tzinfo=UTC)
 WINDOWS = ["2026-11-29-10:00", "2026-11-29-11:00"]

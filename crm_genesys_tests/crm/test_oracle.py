@@ -10,7 +10,7 @@ import pytest
 
 from crm_genesys.crm import _pools as pools
 from crm_genesys.crm.demo import CREATE_CONTACTS, DemoMeta
-from crm_genesys.crm.expected import (
+from crm_genesys_tests.oracle import (
     email_is_valid,
     expected_contacts,
     expected_keys,

@@ -5,11 +5,13 @@ library and decides with plain Python and `phonenumbers`; it deliberately shares
 project's normalization (`crm_genesys.contacts`), the generator or the source, so a mistake in the
 vectorized pipeline cannot hide behind the same mistake here.
 
-The rule (`expected_contacts`), for rows with `start <= modified_at < end`:
+The rule (`expected_contacts`), for rows whose `modified_at`, read by `datetime.fromisoformat`
+(naive = UTC; `T` or space, `Z` or an offset: any representation the demo writes), lies in
+[start, end):
 1. Business key = `account_number` trimmed (see TRIM). Rows whose key is NULL or empty after
    trimming are ignored (they are quarantined, never synced).
-2. Per key, only the latest row counts: greatest `modified_at` (text order = time order in the
-   documented format), ties broken by the greater `id`.
+2. Per key, only the latest row counts: the latest `modified_at` instant, ties broken by the
+   greater `id`.
 3. The key is expected in Genesys iff that latest row has `is_deleted` = 0 and is syncable:
    a. first_name or last_name is non-empty after TRIM, and
    b. at least one of work_phone, mobile_phone, home_phone, fax parses with
@@ -146,9 +148,13 @@ def is_syncable(row: dict[str, Any], *, strict_dots: bool = False) -> bool:
     return any(email_is_valid(row.get(c), strict_dots=strict_dots) for c in EMAIL_COLUMNS)
 
 
-def _text_time(moment: datetime) -> str:
-    utc = moment.astimezone(UTC) if moment.tzinfo else moment
-    return utc.strftime("%Y-%m-%d %H:%M:%S.%f")
+def instant(value: object) -> datetime | None:
+    """`modified_at` as an aware UTC datetime (naive = UTC), None when it is not ISO-8601."""
+    try:
+        moment = datetime.fromisoformat(str(value).strip())
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _name(value: object) -> str | None:
@@ -167,26 +173,25 @@ def expected_contacts(
 
     Naive datetimes are taken as UTC. See the module docstring for the exact rule.
     """
+    low = start.astimezone(UTC) if start.tzinfo else start.replace(tzinfo=UTC)
+    high = end.astimezone(UTC) if end.tzinfo else end.replace(tzinfo=UTC)
     conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
     conn.row_factory = sqlite3.Row
-    latest: dict[str, dict[str, Any]] = {}
+    latest: dict[str, tuple[datetime, int, dict[str, Any]]] = {}
     try:
-        cursor = conn.execute(
-            "SELECT * FROM contacts WHERE modified_at >= ? AND modified_at < ?",
-            (_text_time(start), _text_time(end)),
-        )
-        for record in cursor:
+        for record in conn.execute("SELECT * FROM contacts"):
             row = dict(record)
+            moment = instant(row["modified_at"])
             key = trim(row["account_number"])
-            if not key:
+            if moment is None or not (low <= moment < high) or not key:
                 continue
             seen = latest.get(key)
-            if seen is None or (row["modified_at"], row["id"]) > (seen["modified_at"], seen["id"]):
-                latest[key] = row
+            if seen is None or (moment, row["id"]) > seen[:2]:
+                latest[key] = (moment, row["id"], row)
     finally:
         conn.close()
     expected: dict[str, ExpectedContact] = {}
-    for key, row in latest.items():
+    for key, (_, _, row) in latest.items():
         if int(row["is_deleted"] or 0) != 0:
             continue
         if not is_syncable(row, strict_dots=strict_dots):
