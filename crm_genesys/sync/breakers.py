@@ -74,7 +74,7 @@ class MassDelete:
             "the run config."
         )
 
-    def as_metadata(self) -> dict[str, object]:
+    def as_metadata(self) -> dict[str, float | int | bool]:
         return {
             "deletes": self.deletes,
             "live": self.live,

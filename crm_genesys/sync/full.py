@@ -491,7 +491,13 @@ class _Session:
         changes = diff(contacts, self.store.snapshot(contacts["business_key"].tolist()))
         if preview is not None:
             preview.add(normalized, changes)
-            await self._preview_clears(changes.changes, contacts, preview)
+            if self.reads_left > 0 and (changes.changes["op"] == "update").any():
+                if not self.checked:
+                    await check_target(self.client, self.target, self.store)
+                    self.checked = True
+                self.reads_left -= await preview_clears(
+                    self.client, self.mapping, changes.changes, contacts, preview, self.reads_left
+                )
             report = SyncReport()
             return {**account(self.label, normalized, changes, report).counts(), "requests": 0}
         record_version_bumps(self.store, changes, self.label)
@@ -517,28 +523,6 @@ class _Session:
                 "what is missing"
             )
         return {**summary.counts(), "requests": report.requests}
-
-    async def _preview_clears(
-        self, changes: pd.DataFrame, contacts: pd.DataFrame, preview: Preview
-    ) -> None:
-        """Read (within the budget of reads) the contacts updates would overwrite, to find the
-        owned fields those updates would clear."""
-        updates = changes[changes["op"] == "update"].head(max(0, self.reads_left))
-        if updates.empty:
-            return
-        if not self.checked:
-            await check_target(self.client, self.target, self.store)
-            self.checked = True
-        self.reads_left -= len(updates)
-        keys = updates["business_key"].tolist()
-        found = await asyncio.gather(
-            *(self.client.get_contact(str(cid)) for cid in updates["contact_id"])
-        )
-        payloads = dict(zip(contacts["business_key"], contacts["payload"], strict=True))
-        for key, contact in zip(keys, found, strict=True):
-            preview.clear_checked += 1
-            held = owned_view(contact, self.mapping)
-            preview.add_clear(key, cleared(held, payload_view(payloads[key], self.mapping)), held)
 
     async def mirror(self, sync_id: str, preview: Preview | None) -> MirrorReport:
         """Delete what the state holds live and no chunk saw, through the breaker."""
@@ -583,6 +567,28 @@ class _Session:
                     "re-run the full sync to finish them"
                 )
         return report
+
+
+async def preview_clears(
+    client: GenesysClient,
+    mapping: Mapping,
+    changes: pd.DataFrame,
+    contacts: pd.DataFrame,
+    preview: Preview,
+    limit: int,
+) -> int:
+    """Read the contacts of (at most `limit`) updates as Genesys holds them, and add to `preview`
+    the owned fields each update would clear. Returns how many contacts were read."""
+    updates = changes[changes["op"] == "update"].head(max(0, limit))
+    if updates.empty:
+        return 0
+    found = await asyncio.gather(*(client.get_contact(str(cid)) for cid in updates["contact_id"]))
+    payloads = dict(zip(contacts["business_key"], contacts["payload"], strict=True))
+    for key, contact in zip(updates["business_key"], found, strict=True):
+        preview.clear_checked += 1
+        held = owned_view(contact, mapping)
+        preview.add_clear(str(key), cleared(held, payload_view(payloads[key], mapping)), held)
+    return len(updates)
 
 
 def mirror_deletes(rows: list[LiveRow]) -> pd.DataFrame:
