@@ -203,10 +203,17 @@ def run(rows: int, crm: Path, target_seconds: float, keep: bool, budget: int) ->
         with open(log, "w") as out:
             child = subprocess.Popen([*cli, "full-sync"], cwd=REPO, env=env, stdout=out,
                                      stderr=subprocess.STDOUT)  # fmt: skip
-            peak = 0
+            peak, shown = 0, started
             while child.poll() is None:
                 peak = max(peak, tree_rss_kib(child.pid))
                 time.sleep(0.2)
+                if time.monotonic() - shown >= 60:
+                    shown = time.monotonic()
+                    print(
+                        f"  {shown - started:,.0f} s: peak RSS so far {peak / 1024:,.0f} MiB, "
+                        f"load {os.getloadavg()[0]:.1f}",
+                        flush=True,
+                    )
         wall = time.monotonic() - started
         load_after = os.getloadavg()
         summary = parse_summary(log.read_text())
