@@ -50,15 +50,13 @@ from crm_genesys.contacts.mapping import Mapping
 from crm_genesys.contacts.normalize import NormalizationResult, normalize
 from crm_genesys.crm.source import SqlCrmSource
 from crm_genesys.genesys.client import GenesysClient
-from crm_genesys.genesys.target import GenesysTarget, identify
+from crm_genesys.genesys.target import GenesysTarget
 from crm_genesys.state.store import FullSyncProgress, LiveRow, SyncStateStore
 from crm_genesys.sync.accounting import BUCKETS, account
 from crm_genesys.sync.breakers import BreakerTripped, MassDelete, judge_deletes
-from crm_genesys.sync.preview import Preview, cleared, owned_view, payload_view
+from crm_genesys.sync.preview import Preview, check_target, preview_clears
 from crm_genesys.sync.sink import SyncReport, apply_changes
 from crm_genesys.sync.window import (
-    ORG_BINDING,
-    TargetMismatch,
     bind_to_target,
     contact_schema_ref,
     record_version_bumps,
@@ -429,21 +427,6 @@ async def run_full_sync(
     )
 
 
-async def check_target(client: GenesysClient, target: GenesysTarget, store: SyncStateStore) -> None:
-    """Refuse (`TargetMismatch`) a target other than the org the state is bound to, without
-    binding anything (dry runs write nothing)."""
-    held = store.binding(ORG_BINDING)
-    if held is None:
-        return
-    org = await identify(client, target.kind)
-    if org.key != held[0]:
-        raise TargetMismatch(
-            f"the sync state at {store.display_url} was built against {held[1]}, but this run "
-            f"targets {org.label} ({target.describe()}); a dry run against it would compare "
-            "another org's contacts"
-        )
-
-
 class _Session:
     """What one full-sync run holds while it sends: the client, the External Source, the contact
     schema reference, and the dry run's budget of Genesys reads."""
@@ -567,28 +550,6 @@ class _Session:
                     "re-run the full sync to finish them"
                 )
         return report
-
-
-async def preview_clears(
-    client: GenesysClient,
-    mapping: Mapping,
-    changes: pd.DataFrame,
-    contacts: pd.DataFrame,
-    preview: Preview,
-    limit: int,
-) -> int:
-    """Read the contacts of (at most `limit`) updates as Genesys holds them, and add to `preview`
-    the owned fields each update would clear. Returns how many contacts were read."""
-    updates = changes[changes["op"] == "update"].head(max(0, limit))
-    if updates.empty:
-        return 0
-    found = await asyncio.gather(*(client.get_contact(str(cid)) for cid in updates["contact_id"]))
-    payloads = dict(zip(contacts["business_key"], contacts["payload"], strict=True))
-    for key, contact in zip(updates["business_key"], found, strict=True):
-        preview.clear_checked += 1
-        held = owned_view(contact, mapping)
-        preview.add_clear(str(key), cleared(held, payload_view(payloads[key], mapping)), held)
-    return len(updates)
 
 
 def mirror_deletes(rows: list[LiveRow]) -> pd.DataFrame:

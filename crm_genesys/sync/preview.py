@@ -13,6 +13,7 @@ reformats `display`), e-mails case-insensitively.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +25,10 @@ from crm_genesys.contacts.diff import ChangeSet
 from crm_genesys.contacts.mapping import Mapping
 from crm_genesys.contacts.masking import mask_email, mask_phone
 from crm_genesys.contacts.normalize import NormalizationResult
+from crm_genesys.genesys.client import GenesysClient
+from crm_genesys.genesys.target import GenesysTarget, identify
+from crm_genesys.state.store import SyncStateStore
+from crm_genesys.sync.window import ORG_BINDING, TargetMismatch
 
 SAMPLES = 5
 KINDS = ("create", "update", "delete", "clear", "quarantine")
@@ -209,6 +214,64 @@ class Preview:
         data["clear_checked"] = self.clear_checked
         data["dry_run"] = True
         return data
+
+
+async def check_target(client: GenesysClient, target: GenesysTarget, store: SyncStateStore) -> None:
+    """Refuse (`TargetMismatch`) a target other than the org the state is bound to, without
+    binding anything (dry runs write nothing)."""
+    held = store.binding(ORG_BINDING)
+    if held is None:
+        return
+    org = await identify(client, target.kind)
+    if org.key != held[0]:
+        raise TargetMismatch(
+            f"the sync state at {store.display_url} was built against {held[1]}, but this run "
+            f"targets {org.label} ({target.describe()}); a dry run against it would compare "
+            "another org's contacts"
+        )
+
+
+async def preview_clears(
+    client: GenesysClient,
+    mapping: Mapping,
+    changes: pd.DataFrame,
+    contacts: pd.DataFrame,
+    preview: Preview,
+    limit: int,
+) -> int:
+    """Read the contacts of (at most `limit`) updates as Genesys holds them, and add to `preview`
+    the owned fields each update would clear. Returns how many contacts were read."""
+    updates = changes[changes["op"] == "update"].head(max(0, limit))
+    if updates.empty:
+        return 0
+    found = await asyncio.gather(*(client.get_contact(str(cid)) for cid in updates["contact_id"]))
+    payloads = dict(zip(contacts["business_key"], contacts["payload"], strict=True))
+    for key, contact in zip(updates["business_key"], found, strict=True):
+        preview.clear_checked += 1
+        held = owned_view(contact, mapping)
+        preview.add_clear(str(key), cleared(held, payload_view(payloads[key], mapping)), held)
+    return len(updates)
+
+
+async def preview_window(
+    target: GenesysTarget,
+    store: SyncStateStore,
+    mapping: Mapping,
+    normalized: NormalizationResult,
+    changes: ChangeSet,
+    max_clear_reads: int,
+) -> Preview:
+    """The preview of one window: its changes counted and sampled, and the clears of (at most
+    `max_clear_reads`) updates read from Genesys. Nothing is sent, bound or recorded."""
+    preview = Preview()
+    preview.add(normalized, changes)
+    if max_clear_reads > 0 and (changes.changes["op"] == "update").any():
+        async with target.client() as client:
+            await check_target(client, target, store)
+            await preview_clears(
+                client, mapping, changes.changes, normalized.contacts, preview, max_clear_reads
+            )
+    return preview
 
 
 def _cell(value: str) -> str:

@@ -15,7 +15,13 @@ chunks (`sync.full.CrmChunks`), normalizes each, and per key:
 - `duplicates`: several contacts carry the key → the one the state holds (else the lowest id)
   is kept; the others are deleted through the mass-delete breaker;
 - `unknown`: contacts carrying our External Source whose key no CRM row explains (absent, or a
-  tombstone) → reported; removed through the breaker only with `remove_unknown`.
+  tombstone) → reported; removed through the breaker only with `remove_unknown`;
+- `unsynced` (a live CRM key Genesys never got) is created, `pending` (a CRM change the windows
+  have not sent yet) updated, both by the same diff.
+
+A key is judged once, on its first row that is not older than the state's version (a key's
+rows may lie in several chunks; older ones are stale). Memory: the scan's ids and digests and
+the set of judged keys, O(contacts).
 
 Repairs go through the normal path: the state is first told what Genesys really holds (a missing
 contact as deleted, an edited one with an empty content hash, an adopted one with its id), then
@@ -108,7 +114,7 @@ class ReconcileReport:
             "ours": self.ours,
             "crm_rows": self.crm_rows,
             "matched": self.matched,
-            **{kind: self.counts.get(kind, 0) for kind in FINDINGS},
+            **{kind: self.counts.get(kind, 0) for kind in (*FINDINGS, *NOTED)},
             "duplicate_ids": self.duplicate_ids,
             "removed": self.removed,
             "repaired": self.repaired if self.preview is None else 0,
@@ -122,6 +128,8 @@ class ReconcileReport:
 
 
 FINDINGS = ("missing", "edited", "adopted", "moved", "duplicates", "unknown", "unsynced")
+# Counted, not drift of Genesys: CRM changes the windows have not synced yet (sent all the same).
+NOTED = ("pending",)
 
 
 def _digest(view: dict[str, Any]) -> str:
@@ -175,6 +183,9 @@ async def reconcile(
     report = ReconcileReport(preview=None if options.repair else Preview())
     held = await scan_ours(client, source_id, mapping, report)
     extra_ids: list[str] = []
+    # Keys judged on one of their rows (the first not older than the state): a key's rows may
+    # lie in several chunks, and it is judged once.
+    judged: set[str] = set()
     reads_left = options.max_clear_reads
     for frame, _ in chunks.pages(None):
         report.crm_rows += len(frame)
@@ -187,10 +198,16 @@ async def reconcile(
         deleted_by_hand: list[str] = []
         edited_ids: dict[str, str] = {}
         keys = contacts["business_key"].tolist()
-        for key, tomb, payload in zip(keys, contacts["is_deleted"], contacts["payload"],
-                                      strict=True):  # fmt: skip
-            copies = held.pop(key, [])
+        rows = zip(keys, contacts["is_deleted"], contacts["payload"], contacts["content_hash"],
+                   contacts["crm_version"], strict=True)  # fmt: skip
+        for key, tomb, payload, digest, crm_version in rows:
             st = state.loc[key] if key in state.index else None
+            if key in judged or (st is not None and int(crm_version) < int(st.crm_version)):
+                # Judged already on another row of the key, or an older version (stale): the
+                # diff alone decides what this row needs.
+                continue
+            judged.add(key)
+            copies = held.pop(key, [])
             live = st is not None and not bool(st.deleted) and isinstance(st.contact_id, str)
             known = str(st.contact_id) if live and st is not None else None
             version = int(st.crm_version) if st is not None else 0
@@ -208,7 +225,7 @@ async def reconcile(
                 if live:
                     report.found("missing", key)
                     deleted_by_hand.append(key)
-                elif st is None or bool(st.deleted):
+                else:
                     report.found("unsynced", key)
                 continue
             keep = known if known in ids else ids[0]
@@ -223,6 +240,8 @@ async def reconcile(
             elif keep != known:
                 report.found("moved", key)
                 edits.append(StateWrite(key, keep, "", version))
+            elif st is not None and st.content_hash != digest:
+                report.found("pending", key)  # a CRM change not synced yet: the diff sends it
             elif kept.digest != _digest(payload_view(payload, mapping)):
                 report.found("edited", key)
                 edits.append(StateWrite(key, keep, "", version))
@@ -232,6 +251,9 @@ async def reconcile(
         # Quarantined rows: the CRM still has the key, so its contact is explained; of several
         # copies, only the one the state holds stays.
         for key in normalized.quarantine["business_key"].dropna().astype(str):
+            if key in judged:
+                continue
+            judged.add(key)
             copies = held.pop(key, [])
             if len(copies) > 1:
                 row = store.snapshot([key])
