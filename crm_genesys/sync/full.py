@@ -405,6 +405,7 @@ async def run_full_sync(
             finally:
                 stop.set()
                 slots.release()  # a producer waiting for a slot sees `stop` and ends
+                ready.put(_END)  # a reader of `ready` still waiting (cancelled run) returns
             mirror = await session.mirror(sync.id, preview) if options.mirror else MirrorReport()
             totals.counts["requests"] += session.mirror_requests
             client_figures = client.metrics.as_metadata()
