@@ -230,14 +230,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     never in a traceback; anything else is a bug and keeps its traceback."""
     from crm_genesys.contacts.mapping import MappingError
     from crm_genesys.defs.partitions import WindowKeyError
-    from crm_genesys.genesys.errors import GenesysError
+    from crm_genesys.genesys.errors import ConfigurationError, GenesysError
     from crm_genesys.settings import SettingError
     from crm_genesys.sync.window import ContactSchemaMissing, TargetMismatch
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (SettingError, MappingError, WindowKeyError, TargetMismatch) as exc:
+    except (SettingError, MappingError, WindowKeyError, TargetMismatch, ConfigurationError) as exc:
         print(f"crm-genesys {args.command}: {exc}", file=sys.stderr)
         return 2
     except (GenesysError, ContactSchemaMissing) as exc:

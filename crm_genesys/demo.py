@@ -65,7 +65,8 @@ def run_demo(rows: int, seed: int, windows: int) -> int:
         "  make dev    the Dagster UI on http://127.0.0.1:3000: asset `genesys_sync`, its\n"
         "              partitions and run logs, the checks on `normalized_contacts`\n"
         f"  crm-genesys emulator serve --data {settings.data_dir()}\n"
-        "              the emulator's org over HTTP (GET /__emulator/contacts)\n"
+        "              the emulator's org over HTTP (GET /__emulator/contacts with\n"
+        "              the header 'Authorization: Bearer demo-admin-token')\n"
         f"  sqlite3 {settings.data_dir() / 'sync_state.sqlite'} 'select * from dead_letters'\n"
         "              what Genesys rejected, and why"
     )

@@ -12,21 +12,41 @@ from typing import Any
 
 import httpx
 
+from crm_genesys.emulator import DEFAULT_ADMIN_TOKEN
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+def admin_headers(token: str = DEFAULT_ADMIN_TOKEN) -> dict[str, str]:
+    """The header the emulator's `/__emulator/...` admin endpoints need."""
+    return {"Authorization": f"Bearer {token}"}
 
 
 @dataclass
 class Server:
+    """A running emulator server; `get`/`put`/`post` call its admin endpoints."""
+
     url: str
     process: subprocess.Popen[str]
+    admin_token: str = DEFAULT_ADMIN_TOKEN
 
     def get(self, path: str) -> Any:
-        response = httpx.get(f"{self.url}{path}", timeout=10)
-        response.raise_for_status()
-        return response.json()
+        return self._admin("GET", path, None)
 
     def put(self, path: str, body: Any) -> Any:
-        response = httpx.put(f"{self.url}{path}", json=body, timeout=10)
+        return self._admin("PUT", path, body)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self._admin("POST", path, body)
+
+    def _admin(self, method: str, path: str, body: Any) -> Any:
+        response = httpx.request(
+            method,
+            f"{self.url}{path}",
+            json=body,
+            headers=admin_headers(self.admin_token),
+            timeout=10,
+        )
         response.raise_for_status()
         return response.json()
 

@@ -286,6 +286,9 @@ class Mapping(_Strict):
     ] = Field(default_factory=dict)
     custom_fields: CustomFieldsSpec | None = None
     denied: DeniedSpec = Field(default_factory=DeniedSpec)
+    # `fields`: the sync owns the fields named here (updates merge them into the contact as
+    # Genesys holds it); `contact`: the CRM owns whole contacts (updates replace them).
+    ownership: Literal["fields", "contact"] = "fields"
 
     @field_validator("default_country")
     @classmethod

@@ -56,3 +56,16 @@ def mask_email(value: Any) -> str:
     if not local:
         return _STAR * 3 + "@" + domain
     return local[0] + _STAR * 3 + "@" + domain
+
+
+def mask_key(value: Any) -> str:
+    """A business key as samples show it: `AC-0012345` -> `AC-0****45` (first four and last two
+    characters of keys of ten or more; a shorter key keeps its first and last character). A key
+    may be built from contact data (an e-mail, a phone), so it is never shown whole."""
+    text = _as_text(value).strip()
+    n = len(text)
+    if n >= 10:
+        return text[:4] + _STAR * (n - 6) + text[-2:]
+    if n >= 3:
+        return text[0] + _STAR * (n - 2) + text[-1]
+    return _STAR * n

@@ -5,8 +5,10 @@ import asyncio
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
-from crm_genesys.contacts.diff import ChangeSet, diff
+from crm_genesys import settings
+from crm_genesys.contacts.diff import diff
 from crm_genesys.contacts.keys import truthy
 from crm_genesys.contacts.normalize import NormalizationResult, normalize
 from crm_genesys.defs import checks, liveness
@@ -14,6 +16,8 @@ from crm_genesys.defs.dry_run import preview_metadata
 from crm_genesys.defs.partitions import sync_windows, window_bounds, window_name
 from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
 from crm_genesys.sync.accounting import account
+from crm_genesys.sync.breakers import judge_clears
+from crm_genesys.sync.ownership import Ownership
 from crm_genesys.sync.preview import preview_window
 from crm_genesys.sync.window import bind_window_length, sync_window
 
@@ -77,18 +81,46 @@ def normalized_contacts(
     yield from checks.normalized_check_results(result, crm_columns, mapping)
 
 
-@dg.asset(partitions_def=sync_windows, group_name=GROUP, kinds={"pandas"})
+class ChangesConfig(dg.Config):
+    """Run config of `contact_changes`: what a person confirmed after reviewing the window."""
+
+    # Owned fields whose clearing on many contacts is intended (the mass-clear breaker);
+    # "*" confirms every field.
+    confirm_clears: list[str] = Field(default_factory=list)
+
+
+@dg.asset(
+    partitions_def=sync_windows,
+    group_name=GROUP,
+    kinds={"pandas"},
+    check_specs=checks.CHANGES_CHECK_SPECS,
+)
 def contact_changes(
-    normalized_contacts: NormalizationResult, state: SyncStateResource
-) -> dg.Output[ChangeSet]:
+    context: dg.AssetExecutionContext,
+    config: ChangesConfig,
+    normalized_contacts: NormalizationResult,
+    crm: CrmResource,
+    state: SyncStateResource,
+):
     """What Genesys must be told: creates, updates and deletes against the sync state; unchanged
-    and stale rows dropped."""
+    and stale rows dropped. Updates that would clear a field on many contacts stop here (the
+    mass-clear breaker, a blocking check) until a person confirms them in run config."""
     contacts = normalized_contacts.contacts
     with state.store() as store:
-        snapshot = store.snapshot(contacts["business_key"].tolist())
-    changes = diff(contacts, snapshot)
+        changes = diff(contacts, store.snapshot(contacts["business_key"].tolist()))
+        updates = changes.changes[changes.changes["op"] == "update"]
+        previous = store.owned_fields(updates["business_key"].tolist())
+    verdict = judge_clears(
+        updates,
+        previous,
+        Ownership.from_mapping(crm.mapping()),
+        max_share=float(settings.get("CRM_GENESYS_MAX_CLEAR_SHARE")),
+        min_contacts=int(settings.get("CRM_GENESYS_MASS_CLEAR_MIN_CONTACTS")),
+        confirmed=config.confirm_clears,
+        config_key="ops.contact_changes.config.confirm_clears",
+    )
     ops = changes.changes["op"].value_counts().to_dict() if len(changes.changes) else {}
-    return dg.Output(
+    yield dg.Output(
         changes,
         metadata={
             "creates": int(ops.get("create", 0)),
@@ -99,6 +131,7 @@ def contact_changes(
             "version_bumps": len(changes.version_bumps),
         },
     )
+    yield checks.mass_clear_result(verdict, context.partition_key)
 
 
 @dg.asset(

@@ -17,6 +17,7 @@ from crm_genesys.contacts import quality
 from crm_genesys.contacts.mapping import Mapping
 from crm_genesys.contacts.normalize import NormalizationResult
 from crm_genesys.sync.accounting import WindowAccount
+from crm_genesys.sync.breakers import MassClear
 
 NORMALIZED = dg.AssetKey("normalized_contacts")
 SYNC = dg.AssetKey("genesys_sync")
@@ -47,6 +48,20 @@ NORMALIZED_CHECK_SPECS = [
         "denied_columns_seen",
         asset=NORMALIZED,
         description="Denied (PII) columns present in the CRM extract; they never leave.",
+    ),
+]
+
+CHANGES = dg.AssetKey("contact_changes")
+
+CHANGES_CHECK_SPECS = [
+    dg.AssetCheckSpec(
+        "mass_clear",
+        asset=CHANGES,
+        blocking=True,
+        description=(
+            "No owned field is cleared on more than CRM_GENESYS_MAX_CLEAR_SHARE of the window's "
+            "updated contacts unless a person confirmed it (run config confirm_clears)."
+        ),
     ),
 ]
 
@@ -116,4 +131,52 @@ def sync_check_results(summary: WindowAccount) -> Iterator[dg.AssetCheckResult]:
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"dead_lettered": summary.dead_lettered},
         description="Rejected changes are listed in the state store's dead_letters table.",
+    )
+
+
+def mass_clear_result(verdict: MassClear, window: str) -> dg.AssetCheckResult:
+    """The mass-clear breaker's verdict as a blocking check result: the fields, their counts and
+    masked samples as a table a reviewer reads."""
+    rows = [
+        dg.TableRecord(
+            {
+                "field": c.field,
+                "contacts": c.contacts,
+                "share": round(c.share, 4),
+                "over_limit": c in verdict.over_limit,
+                "confirmed": c.field in verdict.confirmed or "*" in verdict.confirmed,
+                "samples": ", ".join(f"{key} (crm id {crm_id})" for key, crm_id in c.samples),
+            }
+        )
+        for c in verdict.clears
+    ]
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn("field", "string"),
+            dg.TableColumn("contacts", "int"),
+            dg.TableColumn("share", "float"),
+            dg.TableColumn("over_limit", "bool"),
+            dg.TableColumn("confirmed", "bool"),
+            dg.TableColumn("samples", "string"),
+        ]
+    )
+    return dg.AssetCheckResult(
+        asset_key=CHANGES,
+        check_name="mass_clear",
+        passed=verdict.allowed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            verdict.refusal()
+            or f"window {window}: no field cleared on more than {verdict.max_share:.0%} of the "
+            f"{verdict.judged} updated contacts (or confirmed)"
+        ),
+        metadata={
+            "window": window,
+            "updates": verdict.updates,
+            "judged": verdict.judged,
+            "not_known": verdict.unknown,
+            "max_share": verdict.max_share,
+            "min_contacts": verdict.min_contacts,
+            "clears": dg.MetadataValue.table(rows, schema=schema),
+        },
     )

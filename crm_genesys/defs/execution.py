@@ -9,6 +9,7 @@ is recorded in the sync state, and a re-run sends only what is missing.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 from collections.abc import Iterator, Sequence
@@ -24,11 +25,24 @@ COLUMNS = ("extracted", *BUCKETS, "failed")
 
 
 def instance() -> dg.DagsterInstance:
-    """The persistent instance of DAGSTER_HOME (so `make dev` shows the runs), else ephemeral."""
-    if os.environ.get("DAGSTER_HOME"):
-        os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
-        return dg.DagsterInstance.get()
-    return dg.DagsterInstance.ephemeral()
+    """The persistent instance of DAGSTER_HOME (so `make dev` shows the runs), else ephemeral.
+
+    Opening a fresh instance creates and migrates its storage; two processes doing that at the
+    same instant would both stamp the schema (and corrupt it), so opening is serialized by a lock
+    file in DAGSTER_HOME."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return dg.DagsterInstance.ephemeral()
+    os.makedirs(home, exist_ok=True)
+    with open(os.path.join(home, ".crm-genesys-open.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        opened = dg.DagsterInstance.get()
+        # Touch every storage while the lock is held: their schemas are created on first use.
+        opened.get_run_records(limit=1)
+        opened.event_log_storage.get_asset_records([])
+        if opened.schedule_storage is not None:
+            opened.schedule_storage.all_instigator_state()
+    return opened
 
 
 @contextmanager

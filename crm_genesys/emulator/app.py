@@ -1,9 +1,14 @@
 """The emulator as a Starlette app: `create_app(config)`.
 
-Every `/api/v2/...` request passes a gate before routing (`EmulatorApp.__call__`): body read and
-413 check, bearer-token check (401), the per-token budget (429 + `inin-ratelimit-*` headers),
-then the fault decision (latency, injected status, dropped connection). `/oauth/token` is never
-faulted or rate limited; `/__emulator/...` is the unauthenticated admin surface for tests.
+Every request's body is limited before it is buffered: a `Content-Length` over
+`max_request_bytes` is answered 413 without reading the body, and a body without one (chunked)
+is counted while it streams and refused as soon as it goes over.
+
+Every `/api/v2/...` request passes a gate before routing (`EmulatorApp.__call__`): bearer-token
+check (401), the budget (429 + `inin-ratelimit-*` headers; per token or per OAuth client, see
+`RealismConfig.rate_limit_scope`), the body limit (413), then the fault decision (latency,
+injected status, dropped connection). `/oauth/token` is never faulted or rate limited;
+`/__emulator/...` is the admin surface (`admin.py`), which needs the admin token.
 
 Dropped connections: served by uvicorn, the socket is closed without a response; in-process
 (`httpx.ASGITransport`), `httpx.RemoteProtocolError` is raised from the app, which the transport
@@ -15,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -28,11 +32,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from crm_genesys.emulator import admin
 from crm_genesys.emulator.config import EmulatorConfig, FaultConfig
 from crm_genesys.emulator.emulator import API, Emulator, RequestLogEntry
-from crm_genesys.emulator.errors import ApiError, FieldProblem, error_body
+from crm_genesys.emulator.errors import ApiError, error_body
 from crm_genesys.emulator.faults import decide
 from crm_genesys.emulator.ratelimit import RateDecision
+from crm_genesys.emulator.web import (
+    bool_param,
+    emulator_of,
+    error_response,
+    int_param,
+    json_response,
+    list_param,
+    read_json,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -46,18 +60,14 @@ _INJECTED_MESSAGES = {
     "503": ("service.unavailable", "The service is currently unavailable."),
     "504": ("gateway.timeout", "The server did not receive a timely response."),
 }
-
-
-def json_response(
-    content: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    """Compact JSON, always `application/json` (the SDK ignores bodies of other types)."""
-    payload = json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode()
-    return Response(payload, status_code=status, headers=headers, media_type="application/json")
-
-
-def error_response(error: ApiError) -> Response:
-    return json_response(error.body(), error.status, error.headers or None)
+# `expand` values of GET /contacts/{id} (SDK `get_externalcontacts_contact`).
+_CONTACT_EXPANDS = (
+    "externalOrganization",
+    "externalDataSources",
+    "identifiers",
+    "externalSources",
+    "division",
+)
 
 
 class _Ctx:
@@ -78,50 +88,11 @@ def _ctx(request: Request) -> _Ctx:
     return ctx if isinstance(ctx, _Ctx) else _Ctx()
 
 
-def _emulator(request: Request) -> Emulator:
-    emulator: Emulator = request.app.state.emulator
-    return emulator
-
-
-async def _json(request: Request) -> Any:
-    raw = await request.body()
-    ctype = request.headers.get("content-type", "")
-    if raw and "json" not in ctype.lower():
-        raise ApiError(415, "unsupported.media.type", "Content-Type must be application/json.")
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        raise ApiError(
-            400,
-            "bad.request",
-            "The request body is not valid JSON.",
-            [FieldProblem("body", "JSON")],
-        ) from None
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    text = request.query_params.get(name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise ApiError(
-            400,
-            "invalid.value",
-            f"{name} must be between {low} and {high}",
-            [FieldProblem(name, f"between {low} and {high}")],
-        )
-    return value
-
-
 # --- handlers --------------------------------------------------------------------------------
 
 
 async def oauth_token(request: Request) -> Response:
-    emulator = _emulator(request)
+    emulator = emulator_of(request)
     form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
     grant = (form.get("grant_type") or [""])[0]
     client_id, client_secret = form.get("client_id", [""])[0], form.get("client_secret", [""])[0]
@@ -138,7 +109,7 @@ async def oauth_token(request: Request) -> Response:
 
 
 async def tokens_me(request: Request) -> Response:
-    emulator = _emulator(request)
+    emulator = emulator_of(request)
     ctx = _ctx(request)
     assert ctx.token is not None
     if request.method == "DELETE":
@@ -148,13 +119,22 @@ async def tokens_me(request: Request) -> Response:
     return json_response(emulator.token_info(ctx.token[0]))
 
 
+async def organization_me(request: Request) -> Response:
+    return json_response(emulator_of(request).organization())
+
+
+async def divisions(request: Request) -> Response:
+    page_size = int_param(request, "pageSize", 25, 1, 1000)
+    page_number = int_param(request, "pageNumber", 1, 1, 1_000_000)
+    return json_response(emulator_of(request).divisions(page_size, page_number))
+
+
 async def sources(request: Request) -> Response:
-    emulator = _emulator(request)
+    emulator = emulator_of(request)
     if request.method == "POST":
-        return json_response(emulator.create_source(await _json(request)))
-    active_text = request.query_params.get("active")
-    active = None if active_text is None else active_text.lower() == "true"
-    limit = _int_param(request, "limit", 100, 10, 200)
+        return json_response(emulator.create_source(await read_json(request)))
+    active = bool_param(request, "active")
+    limit = int_param(request, "limit", 100, 10, 200)
     return json_response(
         emulator.list_sources(
             request.query_params.get("name"), active, limit, request.query_params.get("cursor")
@@ -163,43 +143,71 @@ async def sources(request: Request) -> Response:
 
 
 async def source(request: Request) -> Response:
-    emulator = _emulator(request)
+    emulator = emulator_of(request)
     source_id = request.path_params["source_id"]
     if request.method == "GET":
         return json_response(emulator.get_source(source_id))
     if request.method == "PUT":
-        return json_response(emulator.update_source(source_id, await _json(request)))
+        return json_response(emulator.update_source(source_id, await read_json(request)))
     emulator.delete_source(source_id)
     return json_response({})
 
 
 async def contacts(request: Request) -> Response:
-    return json_response(_emulator(request).create_contact(await _json(request)))
+    emulator = emulator_of(request)
+    if request.method == "POST":
+        return json_response(emulator.create_contact(await read_json(request)))
+    page_size = int_param(request, "pageSize", 20, 1, 1000)
+    page_number = int_param(request, "pageNumber", 1, 1, 1000)
+    return json_response(emulator.search(request.query_params.get("q"), page_size, page_number))
 
 
 async def contact(request: Request) -> Response:
-    emulator = _emulator(request)
+    emulator = emulator_of(request)
     contact_id = request.path_params["contact_id"]
     if request.method == "GET":
+        list_param(request, "expand", _CONTACT_EXPANDS)
         return json_response(emulator.get_contact(contact_id))
     if request.method == "PUT":
-        return json_response(emulator.update_contact(contact_id, await _json(request)))
+        return json_response(emulator.update_contact(contact_id, await read_json(request)))
     if request.method == "PATCH":
-        return json_response(emulator.patch_contact(contact_id, await _json(request)))
+        return json_response(emulator.patch_contact(contact_id, await read_json(request)))
     emulator.delete_contact(contact_id)
     return json_response({})
 
 
+async def contact_unresolved(request: Request) -> Response:
+    list_param(request, "expand", _CONTACT_EXPANDS)
+    return json_response(emulator_of(request).get_unresolved(request.path_params["contact_id"]))
+
+
+async def contact_identifiers(request: Request) -> Response:
+    emulator = emulator_of(request)
+    contact_id = request.path_params["contact_id"]
+    if request.method == "GET":
+        return json_response(emulator.list_identifiers(contact_id))
+    return json_response(emulator.claim_identifier(contact_id, await read_json(request)))
+
+
+async def contacts_merge(request: Request) -> Response:
+    """`POST /contacts/merge` (`MergeContactsRequest`): merge into a new contact."""
+    body = await read_json(request)
+    ids = body.get("contactIds") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ApiError(400, "invalid.value", "contactIds must be a list of contact ids")
+    return json_response(emulator_of(request).merge_contacts(ids, None, body.get("valueOverride")))
+
+
 def _bulk(op: str) -> Callable[[Request], Awaitable[Response]]:
     async def handler(request: Request) -> Response:
-        emulator = _emulator(request)
+        emulator = emulator_of(request)
         ctx = _ctx(request)
-        body = await _json(request)
+        body = await read_json(request)
         if isinstance(body, dict) and isinstance(body.get("entities"), list):
             ctx.entities = len(body["entities"])
         rng = ctx.decision.rng if ctx.decision is not None else decide(FaultConfig(), 0).rng
-        if op == "fetch":
-            response = emulator.bulk_fetch(body, rng)
+        if op in ("fetch", "unresolved"):
+            response = emulator.bulk_fetch(body, rng, unresolved=op == "unresolved")
         else:
             response, ctx.item_failures = getattr(emulator, f"bulk_{op}")(body, rng)
         ctx.error_count = response["errorCount"]
@@ -209,37 +217,41 @@ def _bulk(op: str) -> Callable[[Request], Awaitable[Response]]:
 
 
 async def identifier_lookup(request: Request) -> Response:
-    return json_response(_emulator(request).identifier_lookup(await _json(request)))
+    return json_response(emulator_of(request).identifier_lookup(await read_json(request)))
 
 
 async def reverse_whitepages(request: Request) -> Response:
     return json_response(
-        _emulator(request).reverse_whitepages(request.query_params.get("lookupVal"))
+        emulator_of(request).reverse_whitepages(request.query_params.get("lookupVal"))
     )
 
 
 async def scan(request: Request) -> Response:
-    limit = _int_param(request, "limit", 100, 10, 200)
-    return json_response(_emulator(request).scan(limit, request.query_params.get("cursor")))
+    limit = int_param(request, "limit", 100, 10, 200)
+    return json_response(emulator_of(request).scan(limit, request.query_params.get("cursor")))
 
 
 async def schemas(request: Request) -> Response:
-    emulator = _emulator(request)
+    emulator = emulator_of(request)
     if request.method == "POST":
-        return json_response(emulator.create_schema(await _json(request)))
+        return json_response(emulator.create_schema(await read_json(request)))
     return json_response(emulator.list_schemas())
 
 
+async def schema_limits(request: Request) -> Response:
+    return json_response(emulator_of(request).schema_limits())
+
+
 async def schema(request: Request) -> Response:
-    emulator = _emulator(request)
+    emulator = emulator_of(request)
     schema_id = request.path_params["schema_id"]
     if request.method == "PUT":
-        return json_response(emulator.update_schema(schema_id, await _json(request)))
+        return json_response(emulator.update_schema(schema_id, await read_json(request)))
     return json_response(emulator.get_schema(schema_id))
 
 
 async def schema_versions(request: Request) -> Response:
-    return json_response(_emulator(request).schema_versions(request.path_params["schema_id"]))
+    return json_response(emulator_of(request).schema_versions(request.path_params["schema_id"]))
 
 
 async def schema_version(request: Request) -> Response:
@@ -247,67 +259,7 @@ async def schema_version(request: Request) -> Response:
         version = int(request.path_params["version"])
     except ValueError:
         raise ApiError(404, "not.found", "No such schema version.") from None
-    return json_response(_emulator(request).get_schema(request.path_params["schema_id"], version))
-
-
-# --- admin -----------------------------------------------------------------------------------
-
-
-async def admin_requests(request: Request) -> Response:
-    since = int(request.query_params.get("since", "0"))
-    return json_response([e.to_dict() for e in _emulator(request).requests(since)])
-
-
-async def admin_stats(request: Request) -> Response:
-    return json_response(_emulator(request).stats())
-
-
-async def admin_contacts(request: Request) -> Response:
-    return json_response(_emulator(request).all_contacts())
-
-
-async def admin_faults(request: Request) -> Response:
-    emulator = _emulator(request)
-    if request.method == "PUT":
-        body = await _json(request)
-        try:
-            emulator.set_faults(FaultConfig.from_dict(body if isinstance(body, dict) else {}))
-        except (TypeError, ValueError) as exc:
-            raise ApiError(400, "invalid.value", str(exc)) from None
-    return json_response(emulator.faults.to_dict())
-
-
-async def admin_latency(request: Request) -> Response:
-    """PUT {"ms": N}: the latency added to every API request."""
-    emulator = _emulator(request)
-    if request.method == "PUT":
-        body = await _json(request)
-        try:
-            ms = float(body["ms"])
-            emulator.set_faults(
-                FaultConfig.from_dict({**emulator.faults.to_dict(), "latency_ms": ms})
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ApiError(400, "invalid.value", f"need {{'ms': number >= 0}}: {exc}") from None
-    return json_response({"ms": emulator.faults.latency_ms})
-
-
-async def admin_settings(request: Request) -> Response:
-    emulator = _emulator(request)
-    if request.method == "PUT":
-        body = await _json(request)
-        try:
-            emulator.update_settings(body if isinstance(body, dict) else {})
-        except (TypeError, ValueError) as exc:
-            raise ApiError(400, "invalid.value", str(exc)) from None
-    return json_response(emulator.settings())
-
-
-async def admin_reset(request: Request) -> Response:
-    """POST {"data": bool, "log": bool} (both default true)."""
-    body = await _json(request) or {}
-    _emulator(request).reset(data=bool(body.get("data", True)), log=bool(body.get("log", True)))
-    return json_response({"reset": True})
+    return json_response(emulator_of(request).get_schema(request.path_params["schema_id"], version))
 
 
 # --- the app ---------------------------------------------------------------------------------
@@ -332,10 +284,19 @@ class EmulatorApp(Starlette):
         path: str = scope["path"]
         if path.startswith("/api/v2/"):
             await self._gated(scope, receive, send)
-        elif path == "/oauth/token":
-            await self._logged(scope, receive, send)
+            return
+        limit = self.emulator.config.max_request_bytes
+        is_admin = path.startswith(admin.PREFIX)
+        if is_admin and not admin.authorized(scope["headers"], self.emulator.config.admin_token):
+            refused: ApiError | None = admin.refusal()
         else:
-            await super().__call__(scope, receive, send)
+            refused = _declared_too_large(scope, limit)
+        if refused is not None:
+            await error_response(refused)(scope, _replay(b""), send)
+        elif path == "/oauth/token":
+            await self._logged(scope, _limited(receive, limit), send)
+        else:
+            await super().__call__(scope, _limited(receive, limit), send)
 
     async def _logged(self, scope: Scope, receive: Receive, send: Send) -> None:
         emulator = self.emulator
@@ -384,12 +345,18 @@ class EmulatorApp(Starlette):
     ) -> None:
         """Gate, then route. Raises `_Dropped` when the connection is to be dropped."""
         emulator = self.emulator
-        body = await _read_body(receive)
         refusal, rate = self._admit(scope, ctx, entry)
         if refusal is not None:
             await _send_with(refusal, rate, scope, send, entry)
             return
         assert rate is not None
+        limit = emulator.config.max_request_bytes
+        too_large = _declared_too_large(scope, limit)
+        body = b"" if too_large is not None else await _read_body(receive, limit)
+        if too_large is not None or body is None:
+            error = too_large or _too_large(limit)
+            await _send_with(error_response(error), rate, scope, send, entry)
+            return
         ctx.decision = decision = decide(emulator.faults, entry.seq)
         if decision.delay_s > 0:
             if decision.slow:
@@ -407,15 +374,6 @@ class EmulatorApp(Starlette):
                 headers["Retry-After"] = str(emulator.faults.retry_after_s)
             injected = ApiError(status, code, message, headers=headers)
             await _send_with(error_response(injected), rate, scope, send, entry)
-            return
-        limit = emulator.config.max_request_bytes
-        if len(body) > limit:
-            too_large = ApiError(
-                413,
-                "request.entity.too.large",
-                f"The request body of {len(body)} bytes exceeds the limit of {limit} bytes.",
-            )
-            await _send_with(error_response(too_large), rate, scope, send, entry)
             return
         scope["emulator.ctx"] = ctx
         replay = _replay(body)
@@ -448,7 +406,7 @@ class EmulatorApp(Starlette):
             if refused.headers.pop("x-emulator-fault", None):
                 entry.fault = "token_revoked"
             return error_response(refused), None
-        rate = emulator.limiter.check(token)
+        rate = emulator.limiter.check(emulator.rate_key(token, ctx.token[0]))
         if not rate.allowed:
             entry.rate_limited = True
             err = ApiError(
@@ -470,15 +428,62 @@ def _bearer(scope: Scope) -> str | None:
     return None
 
 
-async def _read_body(receive: Receive) -> bytes:
+def _too_large(limit: int, size: int | None = None) -> ApiError:
+    told = f"of {size} bytes " if size is not None else ""
+    return ApiError(
+        413,
+        "request.entity.too.large",
+        f"The request body {told}exceeds the limit of {limit} bytes.",
+    )
+
+
+def _declared_too_large(scope: Scope, limit: int) -> ApiError | None:
+    """The refusal of a request whose `Content-Length` says its body is over `limit` (or is
+    not a length at all), decided before a byte of the body is read."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                size = int(value)
+            except ValueError:
+                size = -1
+            if size < 0:
+                return ApiError(400, "bad.request", "Content-Length is not a byte count.")
+            if size > limit:
+                return _too_large(limit, size)
+    return None
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it goes over `limit` (the rest is never read)."""
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise _Dropped
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """`receive` that raises a 413 `ApiError` once the body read so far is over `limit`."""
+    size = 0
+
+    async def limited() -> Message:
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise _too_large(limit)
+        return message
+
+    return limited
 
 
 def _replay(body: bytes) -> Receive:
@@ -552,13 +557,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def create_app(config: EmulatorConfig | None = None) -> EmulatorApp:
     """A Starlette app serving one emulated org; `app.state.emulator` is its `Emulator`."""
     config = config or EmulatorConfig()
+    contact_path = f"{API}/contacts/{{contact_id}}"
     routes = [
         Route("/oauth/token", oauth_token, methods=["POST"]),
         Route("/api/v2/tokens/me", tokens_me, methods=["GET", "DELETE"]),
+        Route("/api/v2/organizations/me", organization_me, methods=["GET"]),
+        Route("/api/v2/authorization/divisions", divisions, methods=["GET"]),
         Route(f"{API}/externalsources", sources, methods=["GET", "POST"]),
         Route(f"{API}/externalsources/{{source_id}}", source, methods=["GET", "PUT", "DELETE"]),
-        Route(f"{API}/contacts", contacts, methods=["POST"]),
+        Route(f"{API}/contacts", contacts, methods=["GET", "POST"]),
+        Route(f"{API}/contacts/merge", contacts_merge, methods=["POST"]),
         Route(f"{API}/contacts/schemas", schemas, methods=["GET", "POST"]),
+        Route(f"{API}/contacts/schemas/limits", schema_limits, methods=["GET"]),
         Route(f"{API}/contacts/schemas/{{schema_id}}", schema, methods=["GET", "PUT"]),
         Route(f"{API}/contacts/schemas/{{schema_id}}/versions", schema_versions, methods=["GET"]),
         Route(
@@ -566,21 +576,18 @@ def create_app(config: EmulatorConfig | None = None) -> EmulatorApp:
             schema_version,
             methods=["GET"],
         ),
-        Route(f"{API}/contacts/{{contact_id}}", contact, methods=["GET", "PUT", "PATCH", "DELETE"]),
+        Route(contact_path, contact, methods=["GET", "PUT", "PATCH", "DELETE"]),
+        Route(f"{contact_path}/unresolved", contact_unresolved, methods=["GET"]),
+        Route(f"{contact_path}/identifiers", contact_identifiers, methods=["GET", "PATCH"]),
         Route(f"{API}/bulk/contacts", _bulk("fetch"), methods=["POST"]),
+        Route(f"{API}/bulk/contacts/unresolved", _bulk("unresolved"), methods=["POST"]),
         Route(f"{API}/bulk/contacts/add", _bulk("add"), methods=["POST"]),
         Route(f"{API}/bulk/contacts/update", _bulk("update"), methods=["POST"]),
         Route(f"{API}/bulk/contacts/remove", _bulk("remove"), methods=["POST"]),
         Route(f"{API}/identifierlookup/contacts", identifier_lookup, methods=["POST"]),
         Route(f"{API}/reversewhitepageslookup", reverse_whitepages, methods=["GET"]),
         Route(f"{API}/scan/contacts", scan, methods=["GET"]),
-        Route("/__emulator/requests", admin_requests, methods=["GET"]),
-        Route("/__emulator/stats", admin_stats, methods=["GET"]),
-        Route("/__emulator/contacts", admin_contacts, methods=["GET"]),
-        Route("/__emulator/faults", admin_faults, methods=["GET", "PUT"]),
-        Route("/__emulator/latency", admin_latency, methods=["GET", "PUT"]),
-        Route("/__emulator/settings", admin_settings, methods=["GET", "PUT"]),
-        Route("/__emulator/reset", admin_reset, methods=["POST"]),
+        *admin.routes(),
     ]
     app = EmulatorApp(
         routes=routes,

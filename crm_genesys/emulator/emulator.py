@@ -1,7 +1,8 @@
-"""The emulated org: operations on contacts, sources, schemas and tokens, plus the request log
-and counters. `create_app` puts one `Emulator` behind HTTP (`app.state.emulator`); tests use it
-directly to read what the org holds (`all_contacts`), what happened (`requests`, `stats`) and to
-change faults and limits at runtime.
+"""The emulated org: operations on contacts, sources, schemas, identifiers, merges and tokens,
+plus the request log and counters. `create_app` puts one `Emulator` behind HTTP
+(`app.state.emulator`); tests use it directly to read what the org holds (`all_contacts`), what
+happened (`requests`, `stats`, `rate_usage`), to change faults, limits and realism at runtime,
+and to act as the platform's other users (`merge_contacts`, `run_foreign_writer`).
 """
 
 from __future__ import annotations
@@ -15,22 +16,56 @@ import secrets
 import threading
 import uuid
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from crm_genesys.emulator.config import EmulatorConfig, FaultConfig
+from crm_genesys.emulator.config import (
+    Division,
+    EmulatorConfig,
+    FaultConfig,
+    RealismConfig,
+    SchemaLimits,
+)
+from crm_genesys.emulator.consistency import IndexLag
 from crm_genesys.emulator.errors import ApiError, EntityError, FieldProblem, invalid
-from crm_genesys.emulator.ratelimit import RateLimiter
-from crm_genesys.emulator.store import Conflict, Store
+from crm_genesys.emulator.foreign import ForeignEdit, ForeignWriter, interaction_contacts
+from crm_genesys.emulator.merge import (
+    MAX_MERGE_SET,
+    MergeError,
+    by_recency,
+    merged_away,
+    merged_body,
+    merged_type,
+    survivor_merge_fields,
+)
+from crm_genesys.emulator.patch import apply_patch
+from crm_genesys.emulator.ratelimit import RateLimiter, SecondUsage
+from crm_genesys.emulator.store import ClaimConflict, Conflict, ContactRecord, Prepare, Store
 from crm_genesys.emulator.validation import (
+    PHONE_FIELDS,
     ContactValidator,
+    claim_key,
+    parse_identifier,
     parse_phone,
+    schema_limit_problems,
+    type_change_problems,
     validate_schema_document,
 )
 
 API = "/api/v2/externalcontacts"
-HOME_DIVISION = {"id": "2b4a7c4e-1f0d-4c1e-9a8e-0d3c6e5f7a10", "name": "Home"}
 CURSOR_TTL_S = 24 * 3600
+# Server-owned fields an update keeps from the stored contact.
+_KEPT_ON_UPDATE = (
+    "division",
+    "createDate",
+    "type",
+    "selfUri",
+    "externalDataSources",
+    "canonicalContact",
+    "mergeSet",
+    "mergedFrom",
+)
 
 
 @dataclass
@@ -95,25 +130,56 @@ class Emulator:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.clock = config.clock
-        self.store = Store(config.db_path)
+        self.index_lag = IndexLag(config.realism)
+        self.store = Store(config.db_path, self.index_lag)
         self.faults: FaultConfig = config.faults
         self.limiter = RateLimiter(config.rate_limit_per_minute, config.clock)
         self.validator = ContactValidator(self.store.source_exists, self._schema_document)
+        self.org_id = config.org_id or self.store.org_id()
         self._request_numbers = itertools.count(1)
+        self._lookups = itertools.count(1)
         self._log: deque[RequestLogEntry] = deque(maxlen=config.request_log_size)
         self._counters: Counter[str] = Counter()
         self._log_lock = threading.Lock()
+        self._foreign_edits: list[ForeignEdit] = []
+        self.set_realism(config.realism)
+        self._seed_org()
 
     # --- settings at runtime ----------------------------------------------------------------
 
+    @property
+    def realism(self) -> RealismConfig:
+        return self.config.realism
+
     def set_faults(self, faults: FaultConfig) -> None:
         self.faults = faults
+
+    def set_realism(self, realism: RealismConfig) -> None:
+        """Behave per `realism` from now on (writes already indexed keep their lag)."""
+        self.config.realism = realism
+        self.index_lag.configure(realism)
+        self.store.exclusive_claims = realism.exclusive_identifier_claims
+        self.validator.reformat_phone_display = realism.reformat_phone_display
+        self.limiter.set_background(
+            self.config.client_id,
+            realism.background_share,
+            seed=realism.seed,
+            jitter=realism.background_jitter,
+        )
 
     def set_rate_limit(self, per_minute: int) -> None:
         if per_minute < 1:
             raise ValueError("rate limit must be >= 1")
         self.config.rate_limit_per_minute = per_minute
         self.limiter.limit = per_minute
+
+    def rate_key(self, token: str, client_id: str) -> str:
+        """Whose budget a request of `token` (a token of `client_id`) spends."""
+        return client_id if self.realism.rate_limit_scope == "client" else token
+
+    def rate_usage(self) -> list[SecondUsage]:
+        """Requests and 429s per second, ours and the background consumer's."""
+        return self.limiter.usage()
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -122,9 +188,14 @@ class Emulator:
             "token_ttl_s": self.config.token_ttl_s,
             "max_request_bytes": self.config.max_request_bytes,
             "seed": self.config.seed,
+            "realism": self.realism.to_dict(),
+            "schema_limits": self.config.schema_limits.to_dict(),
+            "divisions": [{"id": d.id, "name": d.name} for d in self.config.divisions],
         }
 
     def update_settings(self, changes: dict[str, Any]) -> None:
+        """Apply a JSON object of settings (keys as `settings()` returns them); `realism` is a
+        profile name plus knobs, `schema_limits` knobs, `divisions` the whole list."""
         for key, value in changes.items():
             if key == "rate_limit_per_minute":
                 self.set_rate_limit(int(value))
@@ -132,6 +203,20 @@ class Emulator:
                 if int(value) < (0 if key == "seed" else 1):
                     raise ValueError(f"{key} out of range")
                 setattr(self.config, key, int(value))
+            elif key == "realism":
+                self.set_realism(RealismConfig.from_dict(_object(key, value)))
+            elif key == "schema_limits":
+                current = self.config.schema_limits.to_dict()
+                self.config.schema_limits = SchemaLimits.from_dict(
+                    {**current, **_object(key, value)}
+                )
+            elif key == "divisions":
+                if not isinstance(value, list) or not all(isinstance(d, dict) for d in value):
+                    raise ValueError("divisions must be a list of {id, name}")
+                divisions = tuple(Division(str(d["id"]), str(d["name"])) for d in value)
+                if not divisions or len({d.id for d in divisions}) != len(divisions):
+                    raise ValueError("divisions: at least the home division, ids unique")
+                self.config.divisions = divisions
             else:
                 raise ValueError(f"unknown setting {key!r}")
 
@@ -170,18 +255,38 @@ class Emulator:
         return {"counters": counters, "contacts": self.store.count_contacts()}
 
     def reset(self, *, data: bool = True, log: bool = True) -> None:
-        """Forget the org's data and/or the request log, counters and rate-limit windows."""
+        """Forget the org's data (all but its id; the org is then seeded again as configured)
+        and/or the request log, counters, foreign edits and rate-limit windows."""
         if data:
             self.store.reset()
+            self._seed_org()
         if log:
             with self._log_lock:
                 self._log.clear()
                 self._counters.clear()
+                self._foreign_edits.clear()
             self.limiter.reset()
 
     def all_contacts(self) -> list[dict[str, Any]]:
-        """Every stored contact as the API would return it, oldest first (read-only view)."""
+        """Every live contact as a read by id returns it, oldest first (merged-away contacts
+        are not live; `get_unresolved` shows them)."""
         return self.store.all_contacts()
+
+    def _seed_org(self) -> None:
+        """A new org holds contacts made by interactions (realism `interaction_contacts`)."""
+        count = self.realism.interaction_contacts
+        if count and self.store.first_time("interaction_contacts"):
+            self.seed_interaction_contacts(count, self.realism.seed)
+
+    def seed_interaction_contacts(self, count: int, seed: int) -> list[dict[str, Any]]:
+        """Add `count` Ephemeral and Identified contacts, as interactions leave them (seeded)."""
+        now = self.clock.time()
+        contacts = []
+        for kind, body in interaction_contacts(count, random.Random(f"interactions:{seed}")):
+            fields = self._validate(body)
+            contacts.append(self._new_contact(fields, iso(now), kind))
+        stored = self.store.add_contacts(contacts, now)
+        return [c for c in stored if isinstance(c, dict)]
 
     # --- tokens -----------------------------------------------------------------------------
 
@@ -227,8 +332,10 @@ class Emulator:
     def revoke_token(self, token: str) -> None:
         self.store.revoke_token(token_digest(token))
 
+    # --- the org --------------------------------------------------------------------------
+
     def token_info(self, client_id: str) -> dict[str, Any]:
-        org = {"id": self.config.org_id, "name": self.config.org_name}
+        org = {"id": self.org_id, "name": self.config.org_name}
         return {
             "organization": org,
             "homeOrganization": org,
@@ -236,44 +343,177 @@ class Emulator:
             "OAuthClient": {"id": client_id, "name": client_id, "organization": org},
         }
 
+    def organization(self) -> dict[str, Any]:
+        """`GET /api/v2/organizations/me`: the SDK's `Organization`."""
+        name = self.config.org_name
+        return {
+            "id": self.org_id,
+            "name": name,
+            "defaultLanguage": "en",
+            "defaultCountryCode": "US",
+            "thirdPartyOrgName": "".join(c for c in name.lower() if c.isalnum()) or "emulator",
+            "domain": "emulator.invalid",
+            "version": 1,
+            "state": "active",
+            "productPlatform": "GenesysCloud",
+            "features": {},
+            "selfUri": f"/api/v2/organizations/{self.org_id}",
+        }
+
+    def divisions(self, page_size: int, page_number: int) -> dict[str, Any]:
+        """`GET /api/v2/authorization/divisions`: an `AuthzDivisionEntityListing`."""
+        home = self.config.divisions[0].id
+        every = [
+            {**d.ref(), "description": "", "homeDivision": d.id == home}
+            for d in self.config.divisions
+        ]
+        page = every[(page_number - 1) * page_size : page_number * page_size]
+        base = "/api/v2/authorization/divisions"
+        pages = max(1, -(-len(every) // page_size))
+        return {
+            "entities": page,
+            "pageSize": page_size,
+            "pageNumber": page_number,
+            "total": len(every),
+            "pageCount": pages,
+            "firstUri": f"{base}?pageSize={page_size}&pageNumber=1",
+            "lastUri": f"{base}?pageSize={page_size}&pageNumber={pages}",
+            "selfUri": f"{base}?pageSize={page_size}&pageNumber={page_number}",
+        }
+
+    def _division_of_new(self, requested: Any) -> dict[str, Any]:
+        """The division a new contact gets: the home division unless one is asked for; an
+        unknown one is refused when divisions are strict (kept as sent otherwise)."""
+        if requested is None:
+            return self.config.divisions[0].ref()
+        division_id = requested.get("id") if isinstance(requested, dict) else None
+        known = {d.id: d for d in self.config.divisions}
+        if division_id in known:
+            return known[division_id].ref()
+        if self.realism.strict_divisions:
+            raise EntityError(
+                400,
+                "invalid.value",
+                f"The division {division_id} does not exist in this organization.",
+                [FieldProblem("division.id", "no such division", str(division_id))],
+            )
+        return dict(requested) if isinstance(requested, dict) else requested
+
     # --- contacts ---------------------------------------------------------------------------
 
     def _schema_document(self, schema_id: str, version: int) -> dict[str, Any] | None:
         schema = self.store.get_schema(schema_id, version)
         return schema.get("jsonSchema") if schema else None
 
-    def _new_contact(self, fields: dict[str, Any], now: str) -> dict[str, Any]:
+    def _validate(self, body: Any) -> dict[str, Any]:
+        return self.validator.validate(body)
+
+    def _new_contact(
+        self, fields: dict[str, Any], now: str, contact_type: str = "Curated"
+    ) -> dict[str, Any]:
+        """A new contact's body: server id, division, type and dates; `EntityError` when its
+        division is refused."""
         contact_id = str(uuid.uuid4())
         body = dict(fields)
         body["id"] = contact_id
-        body.setdefault(
-            "division",
-            {**HOME_DIVISION, "selfUri": f"/api/v2/authorization/divisions/{HOME_DIVISION['id']}"},
-        )
-        body["type"] = "Curated"
+        body["division"] = self._division_of_new(fields.get("division"))
+        if "identifiers" in body:
+            body["identifiers"] = [{**i, "dateCreated": now} for i in body["identifiers"]]
+        body["type"] = contact_type
         body["createDate"] = now
         body["modifyDate"] = now
         body["selfUri"] = f"{API}/contacts/{contact_id}"
         return body
 
+    def _updater(self, now: str) -> Prepare:
+        """How an update makes the stored body from the stored one and the validated fields:
+        a full replacement that keeps the server-owned fields (a division change is refused
+        when divisions are strict), the claim dates of identifiers kept and the `userInput` of
+        phones sent back unchanged."""
+
+        def prepare(
+            seq: int | None, old: dict[str, Any] | None, fields: dict[str, Any]
+        ) -> dict[str, Any]:
+            assert old is not None
+            requested = fields.get("division")
+            current = (old.get("division") or {}).get("id")
+            if self.realism.strict_divisions and requested is not None:
+                wanted = requested.get("id") if isinstance(requested, dict) else requested
+                if wanted != current:
+                    raise EntityError(
+                        400,
+                        "invalid.value",
+                        f"A contact cannot change division (it is in {current}, the update asks "
+                        f"for {wanted}): delete it and create it in the new division.",
+                        [FieldProblem("division.id", "a contact cannot change division")],
+                    )
+            body = dict(fields)
+            body["id"] = old["id"]
+            for kept in _KEPT_ON_UPDATE:
+                if kept in old:
+                    body[kept] = old[kept]
+                else:
+                    body.pop(kept, None)
+            for slot in PHONE_FIELDS:
+                phone, was = body.get(slot), old.get(slot)
+                # A phone sent back as it was read keeps what was typed in originally.
+                if phone and was and phone["display"] == was.get("display") and "userInput" in was:
+                    body[slot] = {**phone, "userInput": was["userInput"]}
+            if "identifiers" in body:
+                claimed = {claim_key(i): i.get("dateCreated") for i in old.get("identifiers", ())}
+                body["identifiers"] = [
+                    {**i, "dateCreated": claimed.get(claim_key(i)) or now}
+                    for i in body["identifiers"]
+                ]
+            body["modifyDate"] = now
+            return body
+
+        return prepare
+
     def create_contact(self, body: Any) -> dict[str, Any]:
         try:
-            fields = self.validator.validate(body)
+            contact = self._new_contact(self._validate(body), iso(self.clock.time()))
         except EntityError as exc:
             raise exc.to_api_error() from None
-        contact = self._new_contact(fields, iso(self.clock.time()))
-        self.store.add_contacts([contact])
+        (stored,) = self.store.add_contacts([contact], self.clock.time())
+        if isinstance(stored, Exception):
+            raise _write_error(stored).to_api_error()
         self.count("contacts_added")
-        return contact
+        return stored
+
+    def _resolve(self, record: ContactRecord | None) -> dict[str, Any] | None:
+        """What a read by id answers for a stored record: the contact; for one merged away,
+        the contact it was merged into when merged reads resolve, else nothing (404)."""
+        if record is None:
+            return None
+        if record.merged_into is None:
+            return record.body
+        if self.realism.merged_read == "canonical":
+            survivor = self.store.get_contact(record.merged_into)
+            return survivor.body if survivor is not None and survivor.merged_into is None else None
+        return None
 
     def get_contact(self, contact_id: str) -> dict[str, Any]:
-        contact = self.store.get_contact(contact_id)
+        contact = self._resolve(self.store.get_contact(contact_id))
         if contact is None:
             raise _not_found("contact", contact_id)
         return contact
 
+    def get_unresolved(self, contact_id: str) -> dict[str, Any]:
+        """`GET /contacts/{id}/unresolved`: the contact as stored, merged away or not."""
+        record = self.store.get_contact(contact_id)
+        if record is None:
+            raise _not_found("contact", contact_id)
+        return record.body
+
+    def _live(self, contact_id: str) -> dict[str, Any]:
+        record = self.store.get_contact(contact_id)
+        if record is None or record.merged_into is not None:
+            raise _not_found("contact", contact_id)
+        return record.body
+
     def update_contact(self, contact_id: str, body: Any) -> dict[str, Any]:
-        """PUT: full update of an existing contact (404 when missing: not an upsert)."""
+        """PUT: full update of a live contact (404 when missing or merged away: no upsert)."""
         if isinstance(body, dict) and body.get("id") not in (None, contact_id):
             raise ApiError(
                 400,
@@ -282,32 +522,167 @@ class Emulator:
                 [FieldProblem("id", "does not match the path")],
             )
         try:
-            fields = self.validator.validate(body)
+            fields = self._validate(body)
         except EntityError as exc:
             raise exc.to_api_error() from None
-        updated = self.store.replace_contacts([(contact_id, fields)], iso(self.clock.time()))
+        now = self.clock.time()
+        updated = self.store.replace_contacts([(contact_id, fields)], now, self._updater(iso(now)))
         contact = updated.get(contact_id)
         if contact is None:
             raise _not_found("contact", contact_id)
+        if isinstance(contact, Exception):
+            raise _write_error(contact).to_api_error()
         self.count("contacts_updated")
         return contact
 
     def patch_contact(self, contact_id: str, body: Any) -> dict[str, Any]:
         """PATCH {changes: [{field: "$.a.b", value, action}]}, applied in order, then validated."""
-        current = self.get_contact(contact_id)
+        current = self._live(contact_id)
         changes = body.get("changes") if isinstance(body, dict) else None
         if not isinstance(changes, list) or not changes:
             raise ApiError(
                 400, "invalid.value", "changes are required", [FieldProblem("changes", "required")]
             )
         for i, change in enumerate(changes):
-            _apply_patch(current, change, f"changes[{i}]")
+            apply_patch(current, change, f"changes[{i}]")
         return self.update_contact(contact_id, current)
 
     def delete_contact(self, contact_id: str) -> None:
         if not self.store.delete_contacts([contact_id]):
             raise _not_found("contact", contact_id)
         self.count("contacts_removed")
+
+    # --- identifiers ------------------------------------------------------------------------
+
+    def list_identifiers(self, contact_id: str) -> dict[str, Any]:
+        """`GET /contacts/{id}/identifiers`: a `ContactIdentifierListing`."""
+        return {"entities": list(self._live(contact_id).get("identifiers", ()))}
+
+    def claim_identifier(self, contact_id: str, body: Any) -> dict[str, Any]:
+        """`PATCH /contacts/{id}/identifiers` (`IdentifierClaimRequest`): `Claim` adds the
+        identifier (409 when another contact holds an exclusive claim on it), `Release` drops it
+        (404 when the contact does not hold it). Returns the `ContactIdentifier`."""
+        operation = body.get("operation") if isinstance(body, dict) else None
+        if operation not in ("Claim", "Release"):
+            raise ApiError(
+                400,
+                "invalid.value",
+                "operation must be Claim or Release",
+                [FieldProblem("operation", "Claim or Release")],
+            )
+        try:
+            identifier = parse_identifier(body.get("identifier"), self.store.source_exists)
+        except EntityError as exc:
+            raise exc.to_api_error() from None
+        key = claim_key(identifier)
+        contact = self._live(contact_id)
+        held = [i for i in contact.get("identifiers", ()) if claim_key(i) != key]
+        mine = [i for i in contact.get("identifiers", ()) if claim_key(i) == key]
+        if operation == "Release":
+            if not mine:
+                raise ApiError(
+                    404, "not.found", f"The contact {contact_id} does not hold that identifier."
+                )
+            contact["identifiers"] = held
+            self.update_contact(contact_id, contact)
+            return mine[0]
+        if mine:
+            return mine[0]
+        contact["identifiers"] = [*held, identifier]
+        updated = self.update_contact(contact_id, contact)
+        return next(i for i in updated["identifiers"] if claim_key(i) == key)
+
+    # --- merges -----------------------------------------------------------------------------
+
+    def merge_contacts(
+        self,
+        contact_ids: Sequence[str],
+        into: str | None = None,
+        value_override: Any = None,
+    ) -> dict[str, Any]:
+        """Merge contacts as the platform does (see `merge.py`). With `into`, the others are
+        merged into that existing contact (the admin merge: `into` survives); without, all of
+        them into a new contact (`POST /contacts/merge`). Merged-away ids then answer 404 to
+        updates (and to reads, unless merged reads resolve). Returns the survivor."""
+        ids = list(dict.fromkeys(contact_ids))
+        if into is not None:
+            ids = [i for i in ids if i != into]
+        members = ids + ([into] if into is not None else [])
+        if not ids or len(members) < 2 or len(members) > MAX_MERGE_SET:
+            raise ApiError(
+                400,
+                "invalid.value",
+                f"A merge takes 2 to {MAX_MERGE_SET} distinct contacts.",
+                [FieldProblem("contactIds", f"2 to {MAX_MERGE_SET} contact ids")],
+            )
+        contacts = {cid: self._live(cid) for cid in members}
+        divisions = {(c.get("division") or {}).get("id") for c in contacts.values()}
+        if len(divisions) > 1:
+            raise ApiError(
+                400,
+                "invalid.value",
+                "Contacts of different divisions cannot be merged.",
+                [FieldProblem("contactIds", "contacts of one division")],
+            )
+        now = self.clock.time()
+        stamp = iso(now)
+        merged = [contacts[i] for i in ids]
+        if into is not None:
+            base, others = contacts[into], by_recency(merged)
+        else:
+            base, *others = by_recency(merged)
+        try:
+            fields = merged_body(base, others)
+        except MergeError as exc:
+            raise ApiError(400, "invalid.value", f"Cannot merge: {exc}.") from None
+        if value_override is not None:
+            try:
+                override = self._validate(value_override)
+            except EntityError as exc:
+                raise exc.to_api_error() from None
+            fields.update({k: v for k, v in override.items() if k != "division"})
+        if into is not None:
+            survivor = self._updater(stamp)(None, base, fields)
+        else:
+            survivor = self._new_contact(fields, stamp)
+            survivor["division"] = base.get("division", survivor["division"])
+        survivor["type"] = merged_type(list(contacts.values()))
+        survivor_merge_fields(survivor, merged)
+        away = [merged_away(c, survivor["id"], stamp) for c in merged]
+        try:
+            self.store.merge(survivor, into is None, away, now)
+        except ClaimConflict as exc:
+            raise _write_error(exc).to_api_error() from None
+        except Conflict as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        self.count("contacts_merged", len(merged))
+        return survivor
+
+    # --- foreign writers --------------------------------------------------------------------
+
+    def run_foreign_writer(
+        self,
+        seed: int,
+        edits: int = 10,
+        merges: int = 0,
+        kinds: Sequence[str] | None = None,
+        interactions: int = 0,
+    ) -> list[ForeignEdit]:
+        """Act as the org's other users between two runs of the sync (see `foreign.py`):
+        `edits` contacts edited in fields the sync does not own, `merges` groups of duplicates
+        merged, `interactions` new Ephemeral/Identified contacts. Returns exactly what changed
+        (also kept for `foreign_edits`)."""
+        done = ForeignWriter(self, random.Random(f"foreign:{seed}")).run(
+            edits, merges, kinds, interactions
+        )
+        with self._log_lock:
+            self._foreign_edits.extend(done)
+        return done
+
+    def foreign_edits(self) -> list[ForeignEdit]:
+        """Every edit the foreign writer made since the last reset, oldest first."""
+        with self._log_lock:
+            return list(self._foreign_edits)
 
     # --- bulk -------------------------------------------------------------------------------
 
@@ -343,9 +718,10 @@ class Emulator:
     def bulk_add(self, body: Any, rng: random.Random) -> tuple[dict[str, Any], int]:
         """`/bulk/contacts/add`: (response, injected item failures)."""
         entities = self._bulk_entities(body)
-        now = iso(self.clock.time())
+        now = self.clock.time()
+        stamp = iso(now)
         results: list[tuple[int, dict[str, Any]]] = []
-        new: list[dict[str, Any]] = []
+        new: list[tuple[int, Any, dict[str, Any]]] = []
         injected = 0
         for index, entity in enumerate(entities):
             failure = self._item_failure(rng)
@@ -354,22 +730,26 @@ class Emulator:
                 results.append((index, _failed(None, failure, entity)))
                 continue
             try:
-                fields = self.validator.validate(entity)
+                new.append((index, entity, self._new_contact(self._validate(entity), stamp)))
             except EntityError as exc:
                 results.append((index, _failed(None, exc, entity)))
-                continue
-            contact = self._new_contact(fields, now)
-            new.append(contact)
-            results.append((index, _ok(contact["id"], contact)))
-        self.store.add_contacts(new)
-        self.count("contacts_added", len(new))
+        stored = self.store.add_contacts([c for _, _, c in new], now)
+        added = 0
+        for (index, entity, _), outcome in zip(new, stored, strict=True):
+            if isinstance(outcome, Exception):
+                results.append((index, _failed(None, _write_error(outcome), entity)))
+            else:
+                added += 1
+                results.append((index, _ok(outcome["id"], outcome)))
+        self.count("contacts_added", added)
         return self._bulk_response(results, rng), injected
 
     def bulk_update(self, body: Any, rng: random.Random) -> tuple[dict[str, Any], int]:
-        """`/bulk/contacts/update`: entities carry `id`; a missing contact is a 404 item."""
+        """`/bulk/contacts/update`: entities carry `id`; a missing or merged-away contact is a
+        404 item, a refused one (division change, claimed identifier) a 400/409 item."""
         entities = self._bulk_entities(body)
         results: list[tuple[int, dict[str, Any]]] = []
-        pending: list[tuple[int, str, dict[str, Any]]] = []
+        pending: list[tuple[int, str, dict[str, Any], Any]] = []
         injected = 0
         for index, entity in enumerate(entities):
             contact_id = entity.get("id") if isinstance(entity, dict) else None
@@ -383,19 +763,24 @@ class Emulator:
                 results.append((index, _failed(None, missing_id, entity)))
                 continue
             try:
-                pending.append((index, contact_id, self.validator.validate(entity)))
+                pending.append((index, contact_id, self._validate(entity), entity))
             except EntityError as exc:
                 results.append((index, _failed(contact_id, exc, entity)))
+        now = self.clock.time()
         updated = self.store.replace_contacts(
-            [(cid, fields) for _, cid, fields in pending], iso(self.clock.time())
+            [(cid, fields) for _, cid, fields, _ in pending], now, self._updater(iso(now))
         )
-        for index, contact_id, _ in pending:
+        done = 0
+        for index, contact_id, _, entity in pending:
             contact = updated.get(contact_id)
             if contact is None:
                 results.append((index, _failed(contact_id, _missing_item(contact_id))))
+            elif isinstance(contact, Exception):
+                results.append((index, _failed(contact_id, _write_error(contact), entity)))
             else:
+                done += 1
                 results.append((index, _ok(contact_id, contact)))
-        self.count("contacts_updated", sum(1 for c in updated.values() if c is not None))
+        self.count("contacts_updated", done)
         return self._bulk_response(results, rng), injected
 
     def bulk_remove(self, body: Any, rng: random.Random) -> tuple[dict[str, Any], int]:
@@ -426,17 +811,24 @@ class Emulator:
         self.count("contacts_removed", len(removed))
         return self._bulk_response(results, rng), injected
 
-    def bulk_fetch(self, body: Any, rng: random.Random) -> dict[str, Any]:
-        """`/bulk/contacts` {entities: [{id}]}: the contacts, a 404 item for each missing one."""
+    def bulk_fetch(
+        self, body: Any, rng: random.Random, *, unresolved: bool = False
+    ) -> dict[str, Any]:
+        """`/bulk/contacts` {entities: [{id}]}: the contacts as reads by id answer (a 404 item
+        for each missing or, unless merged reads resolve, merged-away one).
+        `/bulk/contacts/unresolved` (`unresolved`): the contacts as stored."""
         entities = self._bulk_entities(body)
         ids = [e.get("id") if isinstance(e, dict) else None for e in entities]
-        found = self.store.get_contacts([i for i in ids if isinstance(i, str)])
+        records = self.store.get_contacts([i for i in ids if isinstance(i, str)])
         results: list[tuple[int, dict[str, Any]]] = []
         for index, contact_id in enumerate(ids):
             if not isinstance(contact_id, str):
                 results.append((index, _failed(None, invalid([FieldProblem("id", "required")]))))
-            elif contact_id in found:
-                results.append((index, _ok(contact_id, found[contact_id])))
+                continue
+            record = records.get(contact_id)
+            found = record.body if unresolved and record else self._resolve(record)
+            if found is not None:
+                results.append((index, _ok(found["id"], found)))
             else:
                 results.append((index, _failed(contact_id, _missing_item(contact_id))))
         return self._bulk_response(results, rng)
@@ -451,49 +843,58 @@ class Emulator:
         random.Random(f"{self.config.seed}:{rng.random()}").shuffle(results)
         return {"results": results, "errorCount": len(error_indexes), "errorIndexes": error_indexes}
 
-    # --- lookups and scan -------------------------------------------------------------------
+    # --- lookups, search and scan (the lagging index) ---------------------------------------
+
+    def _hits(self, kind: str, key: str) -> list[dict[str, Any]]:
+        """The live contacts the index holds under a key now, oldest first. A hit merged away
+        since it was indexed is dropped, or followed to its survivor (realism knob)."""
+        out: dict[str, dict[str, Any]] = {}
+        for record in self.store.lookup(kind, key, self.clock.time()):
+            if record.merged_into is None:
+                out.setdefault(record.body["id"], record.body)
+            elif self.realism.stale_hits_follow_merges:
+                survivor = self.store.get_contact(record.merged_into)
+                if survivor is not None and survivor.merged_into is None:
+                    out.setdefault(survivor.body["id"], survivor.body)
+        return list(out.values())
+
+    def _ordered(self, hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Duplicate hits in the order the realism profile gives them."""
+        order = self.realism.duplicate_lookup_order
+        if order == "newest" or len(hits) < 2:
+            return hits[::-1] if order == "newest" else hits
+        if order == "random":
+            shuffled = list(hits)
+            random.Random(f"lookup:{self.realism.seed}:{next(self._lookups)}").shuffle(shuffled)
+            return shuffled
+        return hits
 
     def identifier_lookup(self, body: Any) -> dict[str, Any]:
-        """`POST /identifierlookup/contacts` for ExternalId, Phone and Email; 404 on a miss.
-        When several contacts share the identifier, the oldest is returned."""
+        """`POST /identifierlookup/contacts` (`ContactIdentifier`); 404 on a miss. A contact
+        claiming the identifier comes first; then contacts carrying it in their fields
+        (ExternalIds, phones, e-mails), the one the realism profile picks when several do."""
         if not isinstance(body, dict):
             raise ApiError(400, "invalid.value", "body must be a ContactIdentifier")
-        kind, value = body.get("type"), body.get("value")
-        if not isinstance(value, str) or not value:
-            raise ApiError(
-                400, "invalid.value", "value is required", [FieldProblem("value", "required")]
+        try:
+            identifier = parse_identifier(
+                {k: v for k, v in body.items() if k in ("type", "value", "externalSource")},
+                lambda _source: True,
             )
+        except EntityError as exc:
+            raise exc.to_api_error() from None
+        kind, value = identifier["type"], identifier["value"]
+        claimed = self._hits("claim", claim_key(identifier))
+        if claimed:
+            return claimed[0]
         if kind == "ExternalId":
-            source = body.get("externalSource")
-            source_id = source.get("id") if isinstance(source, dict) else None
-            if not isinstance(source_id, str) or not source_id:
-                raise ApiError(
-                    400,
-                    "invalid.value",
-                    "externalSource.id is required for ExternalId",
-                    [FieldProblem("externalSource.id", "required")],
-                )
-            key = ("ext", f"{source_id}\x1f{value}")
+            field = ("ext", f"{identifier['externalSource']['id']}\x1f{value}")
         elif kind == "Phone":
-            if not value.startswith("+"):
-                raise ApiError(
-                    400,
-                    "invalid.value",
-                    "Phone identifiers need + and the country code",
-                    [FieldProblem("value", "must start with + and the country code")],
-                )
-            parsed = parse_phone(value, "US")
-            key = ("phone", parsed[0] if parsed else value)
+            field = ("phone", value)
         elif kind == "Email":
-            key = ("email", value.lower())
+            field = ("email", value.lower())
         else:
-            raise ApiError(
-                400,
-                "invalid.value",
-                f"Identifier type {kind!r} is not supported by the emulator",
-                [FieldProblem("type", "ExternalId, Phone or Email")],
-            )
-        found = self.store.lookup(*key)
+            raise ApiError(404, "not.found", "No contact with that identifier.")
+        found = self._ordered(self._hits(*field))
         if not found:
             raise ApiError(404, "not.found", "No contact with that identifier.")
         return found[0]
@@ -508,18 +909,18 @@ class Emulator:
                 [FieldProblem("lookupVal", "required")],
             )
         if "@" in lookup_val:
-            contacts = self.store.lookup("email", lookup_val.lower(), limit=25)
+            contacts = self._hits("email", lookup_val.lower())
         else:
             parsed = parse_phone(lookup_val, "US")
-            contacts = self.store.lookup("phone", parsed[0], limit=25) if parsed else []
-        return {"contacts": contacts}
+            contacts = self._hits("phone", parsed.e164) if parsed else []
+        return {"contacts": self._ordered(contacts)[:25]}
 
     def scan(self, limit: int, cursor: str | None) -> dict[str, Any]:
         """`GET /scan/contacts` as a `CursorContactListing`: `cursors.after` and `nextUri` are
-        present while more contacts follow."""
+        present while more contacts follow. Lists the contacts the index knows now."""
         now = self.clock.time()
         after = decode_cursor(cursor, now) if cursor else 0
-        rows = self.store.scan(after, limit + 1)
+        rows = self.store.scan(after, limit + 1, now)
         page = rows[:limit]
         listing: dict[str, Any] = {
             "entities": [body for _, body in page],
@@ -533,6 +934,36 @@ class Emulator:
         if cursor:
             listing["previousUri"] = f"{API}/scan/contacts?limit={limit}"
         return listing
+
+    def search(self, q: str | None, page_size: int, page_number: int) -> dict[str, Any]:
+        """`GET /contacts?q=&pageSize=&pageNumber=`: a `ContactListing` of the contacts the
+        index knows now whose names, e-mails or phones contain `q` (case-insensitive)."""
+        if page_size * page_number > 1000:
+            raise ApiError(
+                400,
+                "invalid.value",
+                "pageSize * pageNumber must be at most 1000",
+                [FieldProblem("pageNumber", "pageSize * pageNumber <= 1000")],
+            )
+        needle = (q or "").lower()
+        matches = [
+            body
+            for _, body in self.store.scan(0, 1_000_000, self.clock.time())
+            if not needle or needle in _searchable(body)
+        ]
+        start = (page_number - 1) * page_size
+        pages = max(1, -(-len(matches) // page_size))
+        base = f"{API}/contacts?pageSize={page_size}"
+        return {
+            "entities": matches[start : start + page_size],
+            "pageSize": page_size,
+            "pageNumber": page_number,
+            "total": len(matches),
+            "pageCount": pages,
+            "firstUri": f"{base}&pageNumber=1",
+            "lastUri": f"{base}&pageNumber={pages}",
+            "selfUri": f"{base}&pageNumber={page_number}",
+        }
 
     # --- external sources -------------------------------------------------------------------
 
@@ -641,8 +1072,35 @@ class Emulator:
             "selfUri": f"{API}/contacts/schemas/{schema_id}",
         }
 
+    def schema_limits(self) -> dict[str, Any]:
+        """`GET /contacts/schemas/limits`: the org's `SchemaQuantityLimits`."""
+        return self.config.schema_limits.body()
+
+    def _check_limits(self, schema: dict[str, Any], current: dict[str, Any] | None) -> None:
+        """With schema limits enforced: 400 when `schema` exceeds them, when a new schema would
+        be one too many, or when an update (`current` is the stored version) changes the type
+        of a field."""
+        if not self.realism.enforce_schema_limits:
+            return
+        limits = self.config.schema_limits
+        others = [s for s in self.store.list_schemas() if s["id"] != schema["id"]]
+        if current is None and len(others) >= limits.max_number_of_schemas_per_org:
+            raise ApiError(
+                400,
+                "invalid.value",
+                f"The organization has its {limits.max_number_of_schemas_per_org} schemas already.",
+                [FieldProblem("name", "too many schemas")],
+            )
+        elsewhere = sum(len(s["jsonSchema"].get("properties") or {}) for s in others)
+        problems = schema_limit_problems(schema["name"], schema["jsonSchema"], limits, elsewhere)
+        if current is not None:
+            problems += type_change_problems(current["jsonSchema"], schema["jsonSchema"])
+        if problems:
+            raise invalid(problems).to_api_error()
+
     def create_schema(self, body: Any) -> dict[str, Any]:
         schema = self._schema_body(body, str(uuid.uuid4()), 1, iso(self.clock.time()))
+        self._check_limits(schema, None)
         self.store.add_schema(schema)
         return schema
 
@@ -674,6 +1132,7 @@ class Emulator:
                 [FieldProblem("version", "required")],
             )
         schema = self._schema_body(body, schema_id, version + 1, current["dateCreated"])
+        self._check_limits(schema, current)
         try:
             self.store.new_schema_version(schema, version)
         except Conflict as exc:
@@ -684,6 +1143,36 @@ class Emulator:
                 [FieldProblem("version", "not the current version")],
             ) from None
         return schema
+
+
+def _object(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be an object")
+    return value
+
+
+def _write_error(exc: Exception) -> EntityError:
+    """The item error for a write the store refused."""
+    if isinstance(exc, EntityError):
+        return exc
+    if isinstance(exc, ClaimConflict):
+        return EntityError(
+            409,
+            "identifier.conflict",
+            f"An identifier of this contact is claimed by another contact ({exc.holder}).",
+            [FieldProblem("identifiers", "claimed by another contact")],
+        )
+    return EntityError(409, "conflict", str(exc))
+
+
+def _searchable(contact: dict[str, Any]) -> str:
+    """The text a contact search (`q`) matches: names, e-mails and phones, lower case."""
+    parts = [str(contact.get(k, "")) for k in ("firstName", "middleName", "lastName")]
+    parts += [str(contact.get(k, "")) for k in ("workEmail", "personalEmail", "otherEmail")]
+    for slot in ("workPhone", "cellPhone", "homePhone", "otherPhone"):
+        phone = contact.get(slot) or {}
+        parts += [str(phone.get("e164", "")), str(phone.get("display", ""))]
+    return "\x1f".join(parts).lower()
 
 
 def _not_found(what: str, ident: str) -> ApiError:
@@ -717,65 +1206,3 @@ def _without_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_nulls(v) for v in value if v is not None]
     return value
-
-
-_PATCH_ACTIONS = (
-    "UpdateIfEmpty",
-    "UpdateIfExists",
-    "Update",
-    "AppendToCollection",
-    "Remove",
-    "RemoveFromCollection",
-)
-
-
-def _apply_patch(contact: dict[str, Any], change: Any, where: str) -> None:
-    """Apply one `ContactsPatchChange` to `contact` in place. Paths are `$.a.b` object paths."""
-    if not isinstance(change, dict):
-        raise ApiError(
-            400, "invalid.value", f"{where} must be an object", [FieldProblem(where, "object")]
-        )
-    path, action, value = change.get("field"), change.get("action"), change.get("value")
-    if action not in _PATCH_ACTIONS:
-        raise ApiError(
-            400,
-            "invalid.value",
-            f"{where}.action must be one of {', '.join(_PATCH_ACTIONS)}",
-            [FieldProblem(f"{where}.action", "unknown action")],
-        )
-    if not isinstance(path, str) or not path.startswith("$.") or len(path) < 3:
-        raise ApiError(
-            400,
-            "invalid.value",
-            f"{where}.field must be a path like $.firstName",
-            [FieldProblem(f"{where}.field", "must start with $.")],
-        )
-    parts = path[2:].split(".")
-    parent: dict[str, Any] = contact
-    for part in parts[:-1]:
-        child = parent.get(part)
-        if not isinstance(child, dict):
-            if action in ("Remove", "RemoveFromCollection", "UpdateIfExists"):
-                return
-            child = {}
-            parent[part] = child
-        parent = child
-    leaf = parts[-1]
-    current = parent.get(leaf)
-    if action == "Update":
-        parent[leaf] = value
-    elif action == "UpdateIfEmpty":
-        if current in (None, "", [], {}):
-            parent[leaf] = value
-    elif action == "UpdateIfExists":
-        if current not in (None, "", [], {}):
-            parent[leaf] = value
-    elif action == "Remove":
-        parent.pop(leaf, None)
-    elif action == "AppendToCollection":
-        items = list(current) if isinstance(current, list) else []
-        items.extend(value if isinstance(value, list) else [value])
-        parent[leaf] = items
-    elif action == "RemoveFromCollection" and isinstance(current, list):
-        drop = value if isinstance(value, list) else [value]
-        parent[leaf] = [item for item in current if item not in drop]

@@ -12,13 +12,30 @@ import datetime as dt
 import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import phonenumbers
 
+from crm_genesys.emulator.config import SchemaLimits
 from crm_genesys.emulator.errors import FieldProblem, invalid
 
 MAX_EXTERNAL_IDS = 10
+# `ContactIdentifier.type` values of the SDK model.
+IDENTIFIER_TYPES = (
+    "SocialLine",
+    "SocialFacebook",
+    "SocialTwitter",
+    "SocialWhatsapp",
+    "SocialInstagram",
+    "SocialWhatsappBsuid",
+    "AppleOpaqueId",
+    "Email",
+    "Phone",
+    "Cookie",
+    "ExternalId",
+    "SocialInstagramHandle",
+)
+MAX_IDENTIFIER_VALUE = 255
 
 _STRING_LIMITS: dict[str, int] = {
     "firstName": 1000,
@@ -46,7 +63,6 @@ _PASSTHROUGH = (
     "facebookId",
     "instagramId",
     "appleOpaqueIds",
-    "identifiers",
     "externalOrganization",
     "division",
 )
@@ -72,6 +88,7 @@ _KNOWN = {
     *_READ_ONLY,
     "address",
     "externalIds",
+    "identifiers",
     "surveyOptOut",
     "schema",
     "customFields",
@@ -82,19 +99,97 @@ _URL_RE = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
+class ParsedPhone(NamedTuple):
+    e164: str
+    region: str  # ISO region of the number, e.g. `US`
+    international: str | None  # e.g. `+1 3172222222` (when asked for), the reformatted display
+
+
 @lru_cache(maxsize=131_072)
-def parse_phone(display: str, region: str) -> tuple[str, str] | None:
-    """(E.164, ISO region of the number) for `display` read with `region` as the default
-    country, or None when the platform could not read it as E.164. Cached: benchmarks send the
-    same numbers many times and parsing is the most expensive part of validation."""
+def parse_phone(display: str, region: str, international: bool = False) -> ParsedPhone | None:
+    """`display` read with `region` as the default country, or None when the platform could not
+    read it as E.164; with `international`, also the number in the international format.
+    Cached: benchmarks send the same numbers many times and parsing is the most expensive part
+    of validation."""
     try:
         number = phonenumbers.parse(display, region)
     except phonenumbers.NumberParseException:
         return None
     if not phonenumbers.is_possible_number(number):
         return None
-    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return e164, phonenumbers.region_code_for_number(number) or region
+    return ParsedPhone(
+        phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        phonenumbers.region_code_for_number(number) or region,
+        # Country code and national number apart (E.123 style): libphonenumber's grouped
+        # INTERNATIONAL format costs as much as the parse itself.
+        f"+{number.country_code} {phonenumbers.national_significant_number(number)}"
+        if international
+        else None,
+    )
+
+
+def claim_key(identifier: Mapping[str, Any]) -> str:
+    """The index key of a stored (normalized) `ContactIdentifier`: type, External Source (for
+    ExternalId) and value; e-mails compare without case."""
+    kind = identifier["type"]
+    value = identifier["value"]
+    source = (identifier.get("externalSource") or {}).get("id", "")
+    return f"{kind}\x1f{source}\x1f{value.lower() if kind == 'Email' else value}"
+
+
+def normalize_identifier(
+    body: Any, where: str, source_exists: Callable[[str], bool]
+) -> tuple[dict[str, Any] | None, list[FieldProblem]]:
+    """A `ContactIdentifier` as stored (Phone values in E.164), or the problems with it."""
+    if not isinstance(body, dict):
+        return None, [FieldProblem(where, "must be a ContactIdentifier object")]
+    problems: list[FieldProblem] = []
+    kind, value = body.get("type"), body.get("value")
+    for extra in set(body) - {"type", "value", "externalSource", "division", "dateCreated"}:
+        problems.append(FieldProblem(f"{where}.{extra}", "unrecognized field"))
+    if kind not in IDENTIFIER_TYPES:
+        problems.append(FieldProblem(f"{where}.type", f"one of {', '.join(IDENTIFIER_TYPES)}"))
+    if not _is_str(value) or not value:
+        problems.append(FieldProblem(f"{where}.value", "is required"))
+    elif len(value) > MAX_IDENTIFIER_VALUE:
+        problems.append(
+            FieldProblem(f"{where}.value", f"longer than {MAX_IDENTIFIER_VALUE} characters")
+        )
+    out: dict[str, Any] = {"type": kind, "value": value}
+    if kind == "ExternalId":
+        source = body.get("externalSource")
+        source_id = source.get("id") if isinstance(source, dict) else None
+        if not _is_str(source_id) or not source_id:
+            problems.append(
+                FieldProblem(f"{where}.externalSource.id", "is required for ExternalId")
+            )
+        elif not source_exists(source_id):
+            problems.append(
+                FieldProblem(f"{where}.externalSource.id", "no such external source", source_id)
+            )
+        else:
+            out["externalSource"] = {"id": source_id}
+    if problems:
+        return None, problems
+    assert isinstance(value, str)
+    if kind == "Phone":
+        parsed = parse_phone(value, "US") if value.startswith("+") else None
+        if parsed is None:
+            return None, [FieldProblem(f"{where}.value", "a phone with + and the country code")]
+        out["value"] = parsed.e164
+    elif kind == "Email" and not _EMAIL_RE.match(value):
+        return None, [FieldProblem(f"{where}.value", "not a valid e-mail address", value)]
+    if isinstance(body.get("division"), dict):
+        out["division"] = body["division"]
+    return out, []
+
+
+def parse_identifier(body: Any, source_exists: Callable[[str], bool]) -> dict[str, Any]:
+    """The normalized `identifier` of a claim request, or `EntityError` (400)."""
+    identifier, problems = normalize_identifier(body, "identifier", source_exists)
+    if identifier is None:
+        raise invalid(problems)
+    return identifier
 
 
 def _is_str(value: Any) -> bool:
@@ -119,6 +214,8 @@ class ContactValidator:
     ) -> None:
         self._source_exists = source_exists
         self._schema_version = schema_version
+        # Store phone `display` in the international format (the realism profile says).
+        self.reformat_phone_display = False
 
     def validate(self, body: Any) -> dict[str, Any]:
         """The stored form of `body` (without id and dates), or `EntityError` (400)."""
@@ -145,6 +242,8 @@ class ContactValidator:
                 self._address(value, problems, out)
             elif key == "externalIds":
                 self._external_ids(value, problems, out)
+            elif key == "identifiers":
+                self._identifiers(value, problems, out)
             elif key == "surveyOptOut":
                 if isinstance(value, bool):
                     out[key] = value
@@ -172,8 +271,7 @@ class ContactValidator:
         out[key] = value
         return True
 
-    @staticmethod
-    def _phone(key: str, value: Any, problems: list[FieldProblem]) -> dict[str, Any] | None:
+    def _phone(self, key: str, value: Any, problems: list[FieldProblem]) -> dict[str, Any] | None:
         if not isinstance(value, dict):
             problems.append(FieldProblem(key, "must be a PhoneNumber object"))
             return None
@@ -224,9 +322,12 @@ class ContactValidator:
             out["normalizationCountryCode"] = region
         out["userInput"] = display
         # The platform assumes +1 (North America) when no normalization country is given.
-        parsed = parse_phone(display, region.upper() if region else "US")
+        reformat = self.reformat_phone_display
+        parsed = parse_phone(display, region.upper() if region else "US", reformat)
         if parsed is not None:
-            out["e164"], out["countryCode"] = parsed
+            out["e164"], out["countryCode"] = parsed.e164, parsed.region
+            if parsed.international is not None:
+                out["display"] = parsed.international
         return out
 
     @staticmethod
@@ -277,6 +378,20 @@ class ContactValidator:
             if _is_str(source_id) and _is_str(ext_value):
                 ids.append({"externalSource": {"id": source_id}, "value": ext_value})
         out["externalIds"] = ids
+
+    def _identifiers(self, value: Any, problems: list[FieldProblem], out: dict[str, Any]) -> None:
+        if not isinstance(value, list):
+            problems.append(FieldProblem("identifiers", "must be a list"))
+            return
+        identifiers: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for i, item in enumerate(value):
+            identifier, found = normalize_identifier(item, f"identifiers[{i}]", self._source_exists)
+            problems.extend(found)
+            if identifier is not None and claim_key(identifier) not in seen:
+                seen.add(claim_key(identifier))
+                identifiers.append(identifier)
+        out["identifiers"] = identifiers
 
     def _custom_fields(
         self, body: dict[str, Any], problems: list[FieldProblem], out: dict[str, Any]
@@ -379,6 +494,93 @@ def validate_schema_document(document: Any) -> list[FieldProblem]:
     required = document.get("required", [])
     if not isinstance(required, list) or any(r not in properties for r in required):
         problems.append(FieldProblem("jsonSchema.required", "names fields not in properties"))
+    return problems
+
+
+def _length_problem(where: str, value: Any, low: int, high: int) -> FieldProblem | None:
+    text = value if _is_str(value) else ""
+    if value is not None and not _is_str(value):
+        return FieldProblem(where, "must be a string")
+    if not low <= len(text) <= high:
+        return FieldProblem(where, f"must have {low} to {high} characters")
+    return None
+
+
+def schema_limit_problems(
+    name: Any, document: Mapping[str, Any], limits: SchemaLimits, fields_elsewhere: int
+) -> list[FieldProblem]:
+    """Where a schema exceeds the org's `SchemaQuantityLimits`: its name and description, its
+    fields' number (with `fields_elsewhere`, the fields of the org's other schemas) and their
+    names, titles and descriptions."""
+    found = [
+        _length_problem(
+            "name", name, limits.min_schema_name_characters, limits.max_schema_name_characters
+        ),
+        _length_problem(
+            "jsonSchema.description",
+            document.get("description", ""),
+            limits.min_schema_description_characters,
+            limits.max_schema_description_characters,
+        ),
+    ]
+    properties: Mapping[str, Any] = document.get("properties", {}) or {}
+    if len(properties) > limits.max_number_of_fields_per_schema:
+        found.append(
+            FieldProblem(
+                "jsonSchema.properties",
+                f"at most {limits.max_number_of_fields_per_schema} fields per schema",
+            )
+        )
+    if len(properties) + fields_elsewhere > limits.max_number_of_fields_per_org:
+        found.append(
+            FieldProblem(
+                "jsonSchema.properties",
+                f"at most {limits.max_number_of_fields_per_org} fields in the org's schemas",
+            )
+        )
+    for field_name, definition in properties.items():
+        where = f"jsonSchema.properties.{field_name}"
+        found.append(
+            _length_problem(
+                where,
+                field_name,
+                limits.min_field_name_characters,
+                limits.max_field_name_characters,
+            )
+        )
+        found.append(
+            _length_problem(
+                f"{where}.title",
+                definition.get("title", field_name),
+                limits.min_field_title_characters,
+                limits.max_field_title_characters,
+            )
+        )
+        found.append(
+            _length_problem(
+                f"{where}.description",
+                definition.get("description", ""),
+                limits.min_field_description_characters,
+                limits.max_field_description_characters,
+            )
+        )
+    return [p for p in found if p is not None]
+
+
+def type_change_problems(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[FieldProblem]:
+    """Fields whose core type differs between two versions of a schema's `jsonSchema`."""
+    before: Mapping[str, Any] = old.get("properties", {}) or {}
+    after: Mapping[str, Any] = new.get("properties", {}) or {}
+    problems = []
+    for name in sorted(set(before) & set(after)):
+        was, now = field_type(name, before[name]), field_type(name, after[name])
+        if was != now:
+            problems.append(
+                FieldProblem(
+                    f"jsonSchema.properties.{name}",
+                    f"a field's type cannot change (it is {was}, the update makes it {now})",
+                )
+            )
     return problems
 
 

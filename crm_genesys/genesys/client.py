@@ -15,8 +15,11 @@ Every request goes through the same path: a valid token (`auth.TokenManager`), a
 Bulk calls cut the entities into batches (count and byte size), send batches concurrently
 (bounded by the pacer), split a batch in half on 413 (and on a batch-level 400/422 to isolate the
 bad entity), and return one `BulkItemResult` per entity in request order. A batch that cannot be
-sent within the retry bounds comes back as retryable item failures, not as an exception; only
-`AuthError` and `PermissionDeniedError` (nothing can succeed) are raised.
+sent within the retry bounds comes back as retryable item failures, not as an exception. A batch
+the platform refuses as a whole (403; a 400/422 that splitting narrowed to one entity; 404, 409
+or any other 4xx) raises `PermissionDeniedError` or `RequestRejectedError`, carrying the
+platform's status, code and message. Per-item rejections inside an accepted request, and a
+single entity too large on its own (413), are item results.
 
 The transport is injectable: `GenesysClient(settings, transport=httpx.ASGITransport(app=app))`
 runs against the emulator in-process with the same code as production.
@@ -44,6 +47,7 @@ from crm_genesys.genesys.errors import (
     PermanentError,
     PermissionDeniedError,
     RateLimitedError,
+    RequestRejectedError,
     RequestTooLargeError,
     RetryableError,
     ServerError,
@@ -52,7 +56,7 @@ from crm_genesys.genesys.errors import (
 from crm_genesys.genesys.metrics import ClientMetrics
 from crm_genesys.genesys.pacing import Pacer
 from crm_genesys.genesys.retry import RetryPolicy
-from crm_genesys.genesys.settings import GenesysSettings
+from crm_genesys.genesys.settings import GenesysSettings, require_tls
 from crm_genesys.genesys.types import BulkItemResult, BulkOp, Contact
 
 logger = logging.getLogger("crm_genesys.genesys")
@@ -85,6 +89,10 @@ class GenesysClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
+        # In-process transports (the embedded emulator, tests) never put a byte on a network.
+        if not isinstance(transport, httpx.ASGITransport | httpx.MockTransport):
+            require_tls(settings.api_base_url, "the Genesys API URL")
+            require_tls(settings.login_base_url, "the Genesys login URL")
         self.settings = settings
         self._http = httpx.AsyncClient(
             base_url=settings.api_base_url,
@@ -114,6 +122,7 @@ class GenesysClient:
         self._clock = clock
         self.pacer = Pacer(
             settings.rate_limit_per_minute,
+            share=settings.rate_share,
             max_in_flight=settings.max_in_flight,
             clock=clock,
             sleep=sleep,
@@ -140,6 +149,11 @@ class GenesysClient:
 
     def __repr__(self) -> str:
         return f"GenesysClient(api={self.settings.api_base_url!r})"
+
+    @property
+    def lookup_lag_seconds(self) -> float:
+        """How long after a write identifier lookups and scans can be trusted to show it."""
+        return self.settings.lookup_lag_seconds
 
     async def __aenter__(self) -> GenesysClient:
         return self
@@ -302,6 +316,13 @@ class GenesysClient:
         """`POST .../bulk/contacts/remove`; a 404 item is a success (already gone)."""
         return await self._bulk("remove", [{"id": cid} for cid in contact_ids])
 
+    async def bulk_fetch(self, contact_ids: Sequence[str]) -> list[BulkItemResult]:
+        """`POST .../bulk/contacts` (`BulkIdsRequest` `{entities: [{id}]}`): the contacts as
+        Genesys holds them, each as the `entity` of a successful item; a contact that does not
+        exist (deleted, or merged into another) is a failed item with status 404. Reads by id
+        are immediate (no lookup lag)."""
+        return await self._bulk("fetch", [{"id": cid} for cid in contact_ids])
+
     async def _bulk(self, op: BulkOp, entities: list[Contact]) -> list[BulkItemResult]:
         results: list[BulkItemResult | None] = [None] * len(entities)
         batches = plan_batches(
@@ -328,7 +349,7 @@ class GenesysClient:
         return done
 
     async def _bulk_batch(self, op: BulkOp, entities: list[Contact]) -> list[BulkItemResult]:
-        path = f"{API}/bulk/contacts/{op}"
+        path = f"{API}/bulk/contacts" if op == "fetch" else f"{API}/bulk/contacts/{op}"
         try:
             response = await self.request(
                 "POST", path, json={"entities": entities}, idempotent=op != "add"
@@ -342,21 +363,28 @@ class GenesysClient:
                 logger.info(
                     "%s: HTTP %s for %d entities; splitting", path, exc.status, len(entities)
                 )
-                first, second = await asyncio.gather(
-                    self._bulk_batch(op, entities[:half]), self._bulk_batch(op, entities[half:])
+                try:
+                    # A task group: when one half is refused the other is cancelled, not lost.
+                    async with asyncio.TaskGroup() as group:
+                        first = group.create_task(self._bulk_batch(op, entities[:half]))
+                        second = group.create_task(self._bulk_batch(op, entities[half:]))
+                except ExceptionGroup as failed:
+                    raise failed.exceptions[0] from None
+                return first.result() + second.result()
+            if isinstance(exc, RequestTooLargeError):
+                # One entity over `request.bytes.max`: its own size, not the request's fault.
+                return self._count(
+                    batch_failure(
+                        op,
+                        entities,
+                        status=exc.status or 413,
+                        code=exc.code,
+                        message=exc.message,
+                        retryable=False,
+                        outcome_unknown=False,
+                    )
                 )
-                return first + second
-            return self._count(
-                batch_failure(
-                    op,
-                    entities,
-                    status=exc.status or 0,
-                    code=exc.code,
-                    message=exc.message,
-                    retryable=False,
-                    outcome_unknown=False,
-                )
-            )
+            raise RequestRejectedError.from_error(exc, op) from None
         except RetryableError as exc:
             return self._count(
                 batch_failure(
@@ -379,7 +407,9 @@ class GenesysClient:
 
     def _count(self, results: list[BulkItemResult]) -> list[BulkItemResult]:
         for r in results:
-            if r.success:
+            if r.success and r.op == "fetch":
+                self.metrics.contacts_fetched += 1
+            elif r.success:
                 self.metrics.contacts_written[r.op] += 1
             else:
                 self.metrics.item_failures[r.op] += 1

@@ -11,7 +11,9 @@ GenesysError
 └── PermanentError              the platform refused the request; resending will not help
     ├── PermissionDeniedError   403 (missing.permissions)
     ├── NotFoundError           404
-    └── RequestTooLargeError    413 (request.bytes.max)
+    ├── RequestTooLargeError    413 (request.bytes.max)
+    └── RequestRejectedError    a bulk request refused as a whole (400/422 for one entity
+                                after splitting, 404, 409, ...): the window fails with it
 ```
 
 `RetryableError.outcome_unknown` says whether the request may have been acted on although no
@@ -113,3 +115,34 @@ class NotFoundError(PermanentError):
 
 class RequestTooLargeError(PermanentError):
     """413: the body exceeded `request.bytes.max`; bulk calls split the batch and retry."""
+
+
+class RequestRejectedError(PermanentError):
+    """The platform refused a whole bulk request (not its items one by one), and splitting the
+    batch did not help: a 400/422 for a single entity, or a 404/409 (or any other 4xx but 401,
+    403, 413, 429) for the request. Nothing of it was applied. `operation` is the bulk operation
+    (`add`, `update`, `remove`, `fetch`); `status`, `code` and the message are the platform's.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        correlation_id: str | None = None,
+        operation: str = "",
+    ) -> None:
+        super().__init__(message, status=status, code=code, correlation_id=correlation_id)
+        self.operation = operation
+
+    @classmethod
+    def from_error(cls, error: PermanentError, operation: str) -> RequestRejectedError:
+        """The same refusal, named for the bulk operation it stopped."""
+        return cls(
+            error.message,
+            status=error.status,
+            code=error.code,
+            correlation_id=error.correlation_id,
+            operation=operation,
+        )

@@ -29,6 +29,8 @@ class ClientMetrics:
     token_refreshes: int = 0
     batch_splits: int = 0
     contacts_written: Counter[str] = field(default_factory=Counter)
+    # Contacts read by bulk fetch (the read half of a merged update): not writes.
+    contacts_fetched: int = 0
     item_failures: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
 
@@ -88,6 +90,8 @@ class ClientMetrics:
             "genesys_budget_share_used": round(self.budget_share_used, 4),
             "genesys_elapsed_s": round(self.elapsed, 3),
             "genesys_contacts_per_s": round(self.contacts_per_second, 2),
+            "genesys_contacts_fetched": self.contacts_fetched,
+            "genesys_item_failures_fetch": self.item_failures["fetch"],
         }
         for op, done in (("add", "added"), ("update", "updated"), ("remove", "removed")):
             out[f"genesys_contacts_{done}"] = self.contacts_written[op]

@@ -97,7 +97,8 @@ def base_urls_for(base_url: str) -> tuple[str, str]:
     url = base_url.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"not an http(s) base URL: {base_url!r}")
+        # The URL itself is not repeated: it may carry credentials.
+        raise ConfigurationError("not an http(s) base URL (https://host[:port])")
     try:
         region = resolve_region(parts.hostname)
     except ConfigurationError:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-BulkOp = Literal["add", "update", "remove"]
+BulkOp = Literal["add", "update", "remove", "fetch"]
 Contact = dict[str, Any]
 
 
@@ -37,7 +37,17 @@ class BulkItemResult:
 
 
 class ContactsApi(Protocol):
-    """What the sink needs of Genesys. All calls are paced, token-managed and retried inside."""
+    """What the sink needs of Genesys. All calls are paced, token-managed and retried inside.
+
+    Whole-request refusals raise (`errors.PermanentError` subclasses); per-item outcomes come
+    back as `BulkItemResult`s in request order.
+    """
+
+    @property
+    def lookup_lag_seconds(self) -> float:
+        """How long after a write identifier lookups can be trusted to show it (reads by id
+        are immediate)."""
+        ...
 
     async def ensure_external_source(self, name: str, uri_template: str | None = None) -> str:
         """The id of the External Source named `name`, created on first use."""
@@ -55,6 +65,11 @@ class ContactsApi(Protocol):
 
     async def bulk_remove(self, contact_ids: Sequence[str]) -> list[BulkItemResult]:
         """`POST .../bulk/contacts/remove`. A 404 item is reported as success (already gone)."""
+        ...
+
+    async def bulk_fetch(self, contact_ids: Sequence[str]) -> list[BulkItemResult]:
+        """`POST .../bulk/contacts`: the current contacts (item `entity`); a 404 item for a
+        contact that does not exist (deleted, or merged into another)."""
         ...
 
     async def lookup_by_external_id(self, source_id: str, value: str) -> Contact | None:

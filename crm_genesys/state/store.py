@@ -84,6 +84,9 @@ contact_state = sa.Table(
     sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
     # `window` is an SQL keyword (window functions): always quoted.
     sa.Column("window", sa.String(64), nullable=True, quote=True),
+    # The owned fields the content we sent holds a value in, comma-separated (`firstName,
+    # address.city`): what an update without them would clear. NULL: not known.
+    sa.Column("owned_fields", sa.Text, nullable=True),
 )
 
 create_intents = sa.Table(
@@ -211,6 +214,8 @@ class StateWrite:
     contact_id: str
     content_hash: str
     crm_version: int
+    # The owned fields that content holds (`Ownership.present`); None keeps what state knows.
+    owned_fields: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -399,10 +404,31 @@ class SyncStateStore:
         for attempt in range(objects + 1):
             try:
                 metadata.create_all(self.engine, checkfirst=True)
-                return
+                break
             except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
                 if attempt == objects:
                     raise
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Columns added to a table after a store was created (nullable, so no backfill)."""
+        for table in metadata.tables.values():
+            held = {c["name"] for c in sa.inspect(self.engine).get_columns(table.name)}
+            for column in table.columns:
+                if column.name in held:
+                    continue
+                assert column.nullable, f"{table.name}.{column.name} cannot be added later"
+                kind = column.type.compile(dialect=self.engine.dialect)
+                ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"
+                try:
+                    with self.engine.begin() as conn:
+                        conn.exec_driver_sql(ddl)
+                except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+                    # Another process added it first.
+                    if column.name not in {
+                        c["name"] for c in sa.inspect(self.engine).get_columns(table.name)
+                    }:
+                        raise
 
     # ---------------------------------------------------------------- reads
 
@@ -436,6 +462,22 @@ class SyncStateStore:
                 "deleted": bool,
             }
         )
+
+    def owned_fields(self, keys: Iterable[str]) -> dict[str, frozenset[str] | None]:
+        """For each of `keys` state holds live: the owned fields of the content we last sent
+        (None where not known). Keys without a live row are absent."""
+        stmt = sa.select(contact_state.c.business_key, contact_state.c.owned_fields).where(
+            contact_state.c.business_key.in_(sa.bindparam("keys", expanding=True)),
+            contact_state.c.deleted.is_(False),
+        )
+        out: dict[str, frozenset[str] | None] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(keys)), IN_CHUNK):
+                for key, fields in conn.execute(stmt, {"keys": list(chunk)}):
+                    out[str(key)] = (
+                        None if fields is None else frozenset(f for f in fields.split(",") if f)
+                    )
+        return out
 
     def pending_intents(
         self, keys: Iterable[str] | None = None, *, window: str | None = None
@@ -552,12 +594,14 @@ class SyncStateStore:
         }
         for _ in range(3):
             with self.engine.begin() as conn:
+                # RETURNING, not rowcount: drivers disagree on rowcount after ON CONFLICT.
                 inserted = conn.execute(
                     self._insert(window_leases)
                     .values(**values, acquired_at=_now())
                     .on_conflict_do_nothing(index_elements=[window_leases.c["window"]])
-                ).rowcount
-                if inserted:
+                    .returning(window_leases.c.holder)
+                ).first()
+                if inserted is not None:
                     return None
                 row = conn.execute(
                     sa.select(window_leases).where(window_leases.c["window"] == window)
@@ -838,6 +882,10 @@ class SyncStateStore:
                 "deleted": excluded.deleted,
                 "synced_at": excluded.synced_at,
                 "window": excluded["window"],
+                # A write that does not know the content's fields keeps what state knows.
+                "owned_fields": sa.func.coalesce(
+                    excluded.owned_fields, contact_state.c.owned_fields
+                ),
             },
             # The monotonic guard: the existing row survives a write of an older version.
             where=contact_state.c.crm_version <= excluded.crm_version,
@@ -860,6 +908,9 @@ class SyncStateStore:
                     "deleted": False,
                     "synced_at": now,
                     "window": window,
+                    "owned_fields": (
+                        None if r.owned_fields is None else ",".join(sorted(r.owned_fields))
+                    ),
                 }
                 for r in _latest(rows)
             ],
@@ -884,6 +935,7 @@ class SyncStateStore:
                     "deleted": True,
                     "synced_at": now,
                     "window": window,
+                    "owned_fields": "",  # nothing of ours is left to clear
                 }
                 for r in _latest(rows)
             ],

@@ -54,6 +54,7 @@ from crm_genesys.genesys.target import GenesysTarget
 from crm_genesys.state.store import FullSyncProgress, LiveRow, SyncStateStore
 from crm_genesys.sync.accounting import BUCKETS, account
 from crm_genesys.sync.breakers import BreakerTripped, MassDelete, judge_deletes
+from crm_genesys.sync.ownership import Ownership
 from crm_genesys.sync.preview import Preview, check_target, preview_clears
 from crm_genesys.sync.sink import SyncReport, apply_changes
 from crm_genesys.sync.window import (
@@ -454,6 +455,7 @@ class _Session:
         self.reads_left = options.max_clear_reads
         self.checked = False
         self.mirror_requests = 0
+        self.ownership = Ownership.from_mapping(mapping)
 
     async def open(self) -> None:
         if self.options.dry_run:
@@ -497,6 +499,7 @@ class _Session:
                 max_in_flight=self.client.settings.max_in_flight,
                 schema=self.schema,
                 run_id=self.run_id,
+                ownership=self.ownership,
             )
         summary = account(self.label, normalized, changes, report)
         if summary.failed:
@@ -541,6 +544,7 @@ class _Session:
                 batch_size=self.client.settings.batch_size,
                 max_in_flight=self.client.settings.max_in_flight,
                 run_id=self.run_id,
+                ownership=self.ownership,
             )
             report.deleted += result.deleted
             report.failed += result.failed + result.dead_lettered

@@ -47,6 +47,7 @@ from crm_genesys.genesys.client import GenesysClient
 from crm_genesys.state.store import DeleteWrite, LiveRow, StateWrite, SyncStateStore
 from crm_genesys.sync.breakers import BreakerTripped, MassDelete, judge_deletes
 from crm_genesys.sync.full import CrmChunks, mirror_deletes
+from crm_genesys.sync.ownership import Ownership
 from crm_genesys.sync.preview import Preview, cleared, owned_view, payload_view
 from crm_genesys.sync.sink import SyncReport, apply_changes
 from crm_genesys.sync.window import record_version_bumps
@@ -287,6 +288,7 @@ async def reconcile(
                 max_in_flight=client.settings.max_in_flight,
                 schema=schema,
                 run_id=run_id,
+                ownership=Ownership.from_mapping(mapping),
             )
             _add(report.sent, sent)
     # What is left carries our External Source and no CRM row explains it.
@@ -335,6 +337,7 @@ async def reconcile(
             batch_size=client.settings.batch_size,
             max_in_flight=client.settings.max_in_flight,
             run_id=run_id,
+            ownership=Ownership.from_mapping(mapping),
         )
         _add(report.sent, sent)
         report.removed += sent.deleted

@@ -16,6 +16,7 @@ from crm_genesys.contacts.schema import build_contact_schema
 from crm_genesys.genesys.client import GenesysClient
 from crm_genesys.genesys.target import GenesysTarget, identify
 from crm_genesys.state.store import BindingMismatch, DeleteWrite, SyncStateStore
+from crm_genesys.sync.ownership import Ownership
 from crm_genesys.sync.sink import SyncReport, apply_changes
 
 ORG_BINDING = "genesys_org"
@@ -130,4 +131,5 @@ async def sync_window(
             batch_size=client.settings.batch_size,
             max_in_flight=client.settings.max_in_flight,
             schema=schema,
+            ownership=Ownership.from_mapping(mapping),
         )

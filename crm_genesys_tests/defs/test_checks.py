@@ -22,7 +22,7 @@ def _evaluations(result) -> dict:
 def test_every_check_reports_with_metadata(world: World) -> None:
     evaluations = _evaluations(world.materialize(WINDOWS[0]))
 
-    assert NORMALIZED_CHECKS | {"dead_letters"} == set(evaluations)
+    assert NORMALIZED_CHECKS | {"mass_clear", "dead_letters"} == set(evaluations)
     quarantine = evaluations["quarantine_rate"]
     assert quarantine.passed
     assert quarantine.metadata["quarantined"].value > 0

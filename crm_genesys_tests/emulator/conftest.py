@@ -13,8 +13,14 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from crm_genesys.emulator import EmulatorApp, EmulatorConfig, ManualClock, create_app
-from crm_genesys_tests.emulator_server import Server, start_server
+from crm_genesys.emulator import (
+    EmulatorApp,
+    EmulatorConfig,
+    ManualClock,
+    RealismConfig,
+    create_app,
+)
+from crm_genesys_tests.emulator_server import Server, admin_headers, start_server
 
 T = TypeVar("T")
 API = "/api/v2/externalcontacts"
@@ -36,10 +42,30 @@ class Org:
             transport=httpx.ASGITransport(app=self.app), base_url="http://emulator"
         )
 
+    def admin(self) -> httpx.AsyncClient:
+        """A client of the admin endpoints (it carries the default admin token)."""
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app),
+            base_url="http://emulator",
+            headers=admin_headers(),
+        )
+
 
 def make_org(**config: Any) -> Org:
     clock = config.pop("clock", None) or ManualClock()
     return Org(create_app(EmulatorConfig(clock=clock, **config)), clock)
+
+
+def realistic(**knobs: Any) -> RealismConfig:
+    """The `realistic` profile, without interaction contacts unless asked (tests count)."""
+    return RealismConfig.profile("realistic", **{"interaction_contacts": 0, **knobs})
+
+
+async def session(org: Org) -> tuple[httpx.AsyncClient, dict[str, str], str]:
+    """A client of `org`, the Authorization header of a fresh token, and a new source's id."""
+    client = org.client()
+    headers = await token(client)
+    return client, headers, await new_source(client, headers)
 
 
 async def token(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from crm_genesys.emulator import RealismConfig
 from crm_genesys.emulator.cli import add_parser, config_from_args, run_serve
 
 
@@ -48,3 +50,60 @@ def test_defaults_and_secret_from_environment(monkeypatch: pytest.MonkeyPatch) -
 def test_unknown_profile_is_refused() -> None:
     with pytest.raises(SystemExit):
         _parse(["emulator", "serve", "--faults", "apocalyptic"])
+
+
+def test_realism_flags_admin_token_and_org_settings_reach_the_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CRM_GENESYS_EMULATOR_ADMIN_TOKEN", raising=False)
+    args = _parse(
+        [
+            "emulator", "serve", "--realism", "realistic", "--lag-max-s", "2.5",
+            "--realism-seed", "9", "--no-strict-divisions", "--background-share", "0.3",
+            "--merged-read", "canonical", "--admin-token", "adm", "--org-id", "org-1",
+            "--division", "d-1:Retail", "--schema-limit", "max_number_of_fields_per_schema=7",
+            "--max-request-bytes", "1000",
+        ]
+    )  # fmt: skip
+    config = config_from_args(args)
+    realism = config.realism
+    assert realism == RealismConfig.profile(
+        "realistic",
+        lag_max_s=2.5,
+        seed=9,
+        strict_divisions=False,
+        background_share=0.3,
+        merged_read="canonical",
+    )
+    assert (config.admin_token, config.org_id, config.max_request_bytes) == ("adm", "org-1", 1000)
+    assert [d.name for d in config.divisions] == ["Home", "Retail"]
+    assert config.schema_limits.max_number_of_fields_per_schema == 7
+    assert "adm" not in repr(config)
+
+
+def test_the_default_realism_is_basic_and_every_knob_has_a_flag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CRM_GENESYS_EMULATOR_ADMIN_TOKEN", "env-admin")
+    config = config_from_args(_parse(["emulator", "serve"]))
+    assert config.realism == RealismConfig() and config.admin_token == "env-admin"
+    help_text = _parse_help()
+    for f in dataclasses.fields(RealismConfig):
+        flag = "--realism-seed" if f.name == "seed" else "--" + f.name.replace("_", "-")
+        assert flag in help_text
+
+
+def test_bad_realism_values_are_refused() -> None:
+    with pytest.raises(SystemExit):
+        _parse(["emulator", "serve", "--realism", "harsh"])
+    with pytest.raises(ValueError, match="merged_read"):
+        config_from_args(_parse(["emulator", "serve", "--merged-read", "maybe"]))
+
+
+def _parse_help() -> str:
+    parser = argparse.ArgumentParser(prog="crm-genesys")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_parser(commands)
+    emulator = commands.choices["emulator"]
+    serve_action = next(a for a in emulator._actions if isinstance(a, argparse._SubParsersAction))
+    return str(serve_action.choices["serve"].format_help())

@@ -6,7 +6,17 @@ from typing import Any
 
 import httpx
 
-from crm_genesys_tests.emulator.conftest import API, Org, contact, make_org, new_source, run, token
+from crm_genesys_tests.emulator.conftest import (
+    API,
+    Org,
+    contact,
+    make_org,
+    new_source,
+    realistic,
+    run,
+    session,
+    token,
+)
 
 
 async def _session(org: Org) -> tuple[httpx.AsyncClient, dict[str, str], str]:
@@ -379,5 +389,45 @@ def test_get_and_delete_accept_a_json_content_type(org: Org) -> None:
         assert (await client.get(f"{API}/contacts/{made['id']}", headers=hj)).status_code == 200
         r = await client.delete(f"{API}/contacts/{made['id']}", headers=hj)
         assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+
+    run(go())
+
+
+def test_the_realistic_server_reformats_phone_display_internationally() -> None:
+    org = make_org(realism=realistic(lag_max_s=0.0))
+
+    async def go() -> None:
+        client, h, source = await session(org)
+        body = contact(
+            source,
+            "P",
+            workPhone={"display": "(317) 222-2222"},
+            cellPhone={"display": "030 1234567", "normalizationCountryCode": "DE"},
+            homePhone={"display": "not a number"},
+        )
+        made = (await client.post(f"{API}/contacts", json=body, headers=h)).json()
+        assert made["workPhone"]["display"] == "+1 3172222222"
+        assert made["workPhone"]["userInput"] == "(317) 222-2222"
+        assert made["workPhone"]["e164"] == "+13172222222"
+        assert made["cellPhone"]["display"] == "+49 301234567"
+        assert made["cellPhone"]["e164"] == "+49301234567"
+        assert made["homePhone"]["display"] == "not a number" and "e164" not in made["homePhone"]
+        # Sent back as read, a phone keeps what was typed in originally.
+        again = await client.put(f"{API}/contacts/{made['id']}", json=made, headers=h)
+        assert again.json()["workPhone"] == made["workPhone"]
+        changed = {**made, "workPhone": {"display": "+13175550000"}}
+        changed = (await client.put(f"{API}/contacts/{made['id']}", json=changed, headers=h)).json()
+        assert changed["workPhone"]["display"] == "+1 3175550000"
+        assert changed["workPhone"]["userInput"] == "+13175550000"
+
+    run(go())
+
+
+def test_the_basic_profile_keeps_phone_display_as_sent(org: Org) -> None:
+    async def go() -> None:
+        client, h, source = await session(org)
+        body = contact(source, "P", workPhone={"display": "(317) 222-2222"})
+        made = (await client.post(f"{API}/contacts", json=body, headers=h)).json()
+        assert made["workPhone"]["display"] == "(317) 222-2222"
 
     run(go())

@@ -150,18 +150,18 @@ def test_hostile_profile_revokes_tokens_and_can_be_changed_at_runtime() -> None:
 
 def test_admin_endpoints_change_faults_latency_and_settings(org: Org) -> None:
     async def go() -> None:
-        client = org.client()
-        r = await client.put("/__emulator/faults", json={"profile": "flaky", "seed": 9})
+        client, admin = org.client(), org.admin()
+        r = await admin.put("/__emulator/faults", json={"profile": "flaky", "seed": 9})
         assert r.status_code == 200 and r.json()["p_429"] == FAULT_PROFILES["flaky"].p_429
         assert org.app.emulator.faults.seed == 9
-        bad = await client.put("/__emulator/faults", json={"p_500": 2})
+        bad = await admin.put("/__emulator/faults", json={"p_500": 2})
         assert bad.status_code == 400
-        unknown = await client.put("/__emulator/faults", json={"nonsense": 1})
+        unknown = await admin.put("/__emulator/faults", json={"nonsense": 1})
         assert unknown.status_code == 400
-        r = await client.put("/__emulator/latency", json={"ms": 250})
+        r = await admin.put("/__emulator/latency", json={"ms": 250})
         assert r.json() == {"ms": 250.0} and org.app.emulator.faults.p_429 > 0  # rest kept
-        await client.put("/__emulator/faults", json={"profile": "none", "latency_ms": 250})
-        r = await client.put("/__emulator/settings", json={"rate_limit_per_minute": 2})
+        await admin.put("/__emulator/faults", json={"profile": "none", "latency_ms": 250})
+        r = await admin.put("/__emulator/settings", json={"rate_limit_per_minute": 2})
         assert r.json()["rate_limit_per_minute"] == 2
         h = await token(client)
         before = org.clock.time()
@@ -172,10 +172,10 @@ def test_admin_endpoints_change_faults_latency_and_settings(org: Org) -> None:
         # The latency is spent on the emulator's clock (simulated here: no real waiting), by
         # the two admitted requests only: the budget refuses before any latency.
         assert org.clock.time() - before == pytest.approx(0.5)
-        log = (await client.get("/__emulator/requests", params={"since": 0})).json()
+        log = (await admin.get("/__emulator/requests", params={"since": 0})).json()
         assert [e["status"] for e in log if e["path"].startswith("/api")] == [200, 200, 429]
-        await client.post("/__emulator/reset", json={"data": False})
-        assert (await client.get("/__emulator/requests")).json() == []
+        await admin.post("/__emulator/reset", json={"data": False})
+        assert (await admin.get("/__emulator/requests")).json() == []
 
     run(go())
 

@@ -1,17 +1,19 @@
-"""Contact schemas (versions) and typed custom field validation."""
+"""Contact schemas (versions), typed custom field validation, and the org's schema limits."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import phonenumbers
+import PureCloudPlatformClientV2 as sdk
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crm_genesys.emulator import SchemaLimits
 from crm_genesys.emulator.errors import EntityError
 from crm_genesys.emulator.validation import ContactValidator
-from crm_genesys_tests.emulator.conftest import API, make_org, run, token
+from crm_genesys_tests.emulator.conftest import API, make_org, realistic, run, token
 
 
 def _prop(kind: str, **extra: Any) -> dict[str, Any]:
@@ -200,3 +202,111 @@ def test_string_limits_are_exact(field: tuple[str, int], length: int) -> None:
         with pytest.raises(EntityError) as err:
             _validator.validate(body)
         assert err.value.status == 400 and err.value.problems[0].field_name == name
+
+
+def _schema(name: str, properties: dict[str, Any], **body: Any) -> dict[str, Any]:
+    document = {"title": name, "description": "d", "properties": properties}
+    return {"name": name, "enabled": True, "jsonSchema": document, **body}
+
+
+def test_schema_quantity_limits_are_published_with_the_sdk_names() -> None:
+    org = make_org(schema_limits=SchemaLimits(max_number_of_fields_per_schema=7))
+
+    async def go() -> None:
+        client = org.client()
+        h = await token(client)
+        limits = (await client.get(f"{API}/contacts/schemas/limits", headers=h)).json()
+        sdk_names = set(sdk.SchemaQuantityLimits().attribute_map.values())
+        assert set(limits) == sdk_names
+        assert limits["maxNumberOfFieldsPerSchema"] == 7
+
+    run(go())
+
+
+def test_schema_limits_are_enforced_in_the_realistic_profile() -> None:
+    limits = SchemaLimits(
+        max_number_of_fields_per_schema=3,
+        max_number_of_fields_per_org=5,
+        max_field_name_characters=20,
+        max_field_title_characters=10,
+        max_number_of_schemas_per_org=2,
+        max_schema_name_characters=12,
+    )
+    org = make_org(realism=realistic(), schema_limits=limits)
+
+    async def go() -> None:
+        client = org.client()
+        h = await token(client)
+
+        async def create(body: dict[str, Any]) -> Any:
+            return await client.post(f"{API}/contacts/schemas", json=body, headers=h)
+
+        four = {f"f{i}_text": _prop("text") for i in range(4)}
+        too_many = await create(_schema("crm", four))
+        assert too_many.status_code == 400 and "3 fields per schema" in too_many.json()["message"]
+        long_name = await create(_schema("crm", {"a_very_long_field_name_text": _prop("text")}))
+        assert long_name.status_code == 400
+        assert long_name.json()["details"][0]["fieldName"].endswith("a_very_long_field_name_text")
+        long_title = await create(_schema("crm", {"x_text": {**_prop("text"), "title": "T" * 11}}))
+        assert long_title.status_code == 400
+        assert (
+            await create(_schema("a-name-too-long", {"x_text": _prop("text")}))
+        ).status_code == 400
+        three = {f"f{i}_text": _prop("text") for i in range(3)}
+        assert (await create(_schema("crm", three))).status_code == 200
+        # Fields of the whole org: 3 here + 3 more would be 6 > 5.
+        org_wide = await create(_schema("other", {f"g{i}_text": _prop("text") for i in range(3)}))
+        assert org_wide.status_code == 400 and "org" in org_wide.json()["message"]
+        assert (await create(_schema("second", {"g_text": _prop("text")}))).status_code == 200
+        third = await create(_schema("third", {"h_text": _prop("text")}))
+        assert third.status_code == 400 and "schemas" in third.json()["message"]
+
+    run(go())
+
+
+def test_a_fields_type_cannot_change_in_a_schema_update() -> None:
+    org = make_org(realism=realistic())
+
+    async def go() -> None:
+        client = org.client()
+        h = await token(client)
+        made = await client.post(
+            f"{API}/contacts/schemas", json=_schema("crm", {"tier": _prop("text")}), headers=h
+        )
+        sid = made.json()["id"]
+        changed = await client.put(
+            f"{API}/contacts/schemas/{sid}",
+            json=_schema("crm", {"tier": _prop("integer")}, version=1),
+            headers=h,
+        )
+        assert changed.status_code == 400
+        assert "type cannot change" in changed.json()["message"]
+        assert changed.json()["details"][0]["fieldName"] == "jsonSchema.properties.tier"
+        # Adding a field (and keeping the others' types) is an ordinary new version.
+        grown = await client.put(
+            f"{API}/contacts/schemas/{sid}",
+            json=_schema("crm", {"tier": _prop("text"), "visits": _prop("integer")}, version=1),
+            headers=h,
+        )
+        assert grown.status_code == 200 and grown.json()["version"] == 2
+
+    run(go())
+
+
+def test_the_basic_profile_lets_a_field_change_type() -> None:
+    org = make_org()
+
+    async def go() -> None:
+        client = org.client()
+        h = await token(client)
+        made = await client.post(
+            f"{API}/contacts/schemas", json=_schema("crm", {"tier": _prop("text")}), headers=h
+        )
+        changed = await client.put(
+            f"{API}/contacts/schemas/{made.json()['id']}",
+            json=_schema("crm", {"tier": _prop("integer")}, version=1),
+            headers=h,
+        )
+        assert changed.status_code == 200
+
+    run(go())

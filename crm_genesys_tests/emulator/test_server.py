@@ -15,6 +15,7 @@ from PureCloudPlatformClientV2.rest import ApiException
 
 from crm_genesys.emulator import EmulatorConfig, create_app
 from crm_genesys_tests.emulator.conftest import API, Server, run, start_server, stop_server
+from crm_genesys_tests.emulator_server import admin_headers
 
 T = TypeVar("T")
 
@@ -27,13 +28,19 @@ def m(cls: type[T], **attrs: Any) -> T:
     return obj
 
 
+def _sdk_client(url: str) -> sdk.ApiClient:
+    return sdk.ApiClient(host=url).get_client_credentials_token("demo-client", "demo-secret")
+
+
 def _sdk_api(url: str) -> sdk.ExternalContactsApi:
-    client = sdk.ApiClient(host=url).get_client_credentials_token("demo-client", "demo-secret")
-    return sdk.ExternalContactsApi(client)
+    return sdk.ExternalContactsApi(_sdk_client(url))
 
 
 def test_official_sdk_contract(server: Server) -> None:
-    api = _sdk_api(server.url)
+    client = _sdk_client(server.url)
+    api = sdk.ExternalContactsApi(client)
+    org = sdk.OrganizationApi(client).get_organizations_me()
+    assert org.id and org.name and org.state == "active"
 
     source = api.post_externalcontacts_externalsources(
         m(sdk.ExternalSource, name="crm", active=True)
@@ -143,13 +150,90 @@ def test_official_sdk_contract(server: Server) -> None:
         api.get_externalcontacts_contact(created.id)
     assert gone.value.status == 404
 
-    log = httpx.get(f"{server.url}/__emulator/requests").json()
+    log = server.get("/__emulator/requests")
     assert [e["status"] for e in log][:2] == [200, 200]
     bulk = [e for e in log if e["path"].endswith("/bulk/contacts/add")]
     assert bulk[0]["entities"] == 25
-    stats = httpx.get(f"{server.url}/__emulator/stats").json()
+    stats = server.get("/__emulator/stats")
     assert stats["contacts"] == 20
-    assert len(httpx.get(f"{server.url}/__emulator/contacts").json()) == 20
+    assert len(server.get("/__emulator/contacts")) == 20
+
+
+def test_official_sdk_reads_the_realistic_endpoints(tmp_path: Path) -> None:
+    server = start_server(
+        "--data", str(tmp_path), "--realism", "realistic", "--lag-max-s", "0",
+        "--interaction-contacts", "0",
+    )  # fmt: skip
+    try:
+        client = _sdk_client(server.url)
+        api = sdk.ExternalContactsApi(client)
+        divisions = sdk.AuthorizationApi(client).get_authorization_divisions(page_size=10)
+        home = next(d for d in divisions.entities if d.home_division)
+        limits = api.get_externalcontacts_contacts_schemas_limits()
+        assert limits.max_number_of_fields_per_schema == 100
+        source = api.post_externalcontacts_externalsources(m(sdk.ExternalSource, name="crm"))
+
+        def new(key: str) -> sdk.ExternalContact:
+            ext = m(sdk.ExternalId, external_source=m(sdk.ExternalSource, id=source.id), value=key)
+            body = m(
+                sdk.ExternalContact,
+                first_name=key,
+                work_phone=m(sdk.PhoneNumber, display="(317) 222-2222"),
+                division=m(sdk.WritableStarrableDivision, id=home.id),
+                external_ids=[ext],
+            )
+            return api.post_externalcontacts_contacts(body)
+
+        a, b = new("A"), new("B")
+        assert a.division.id == home.id and a.work_phone.display == "+1 3172222222"
+        claimed = api.patch_externalcontacts_contact_identifiers(
+            a.id,
+            m(
+                sdk.IdentifierClaimRequest,
+                operation="Claim",
+                identifier=m(sdk.ContactIdentifier, type="Cookie", value="c-1"),
+            ),
+        )
+        assert claimed.value == "c-1" and claimed.date_created is not None
+        listed = api.get_externalcontacts_contact_identifiers(a.id)
+        assert [i.value for i in listed.entities] == ["c-1"]
+        with pytest.raises(ApiException) as taken:
+            api.patch_externalcontacts_contact_identifiers(
+                b.id,
+                m(
+                    sdk.IdentifierClaimRequest,
+                    operation="Claim",
+                    identifier=m(sdk.ContactIdentifier, type="Cookie", value="c-1"),
+                ),
+            )
+        assert taken.value.status == 409
+        fetched = api.post_externalcontacts_bulk_contacts(
+            m(sdk.BulkIdsRequest, entities=[m(sdk.ExternalContactsEntity, id=a.id)])
+        )
+        assert fetched.results[0].entity.id == a.id
+        found = api.get_externalcontacts_contacts(page_size=10, q="a")
+        assert a.id in [c.id for c in found.entities]
+
+        merged = api.post_externalcontacts_contacts_merge(
+            m(sdk.MergeContactsRequest, contact_ids=[a.id, b.id])
+        )
+        assert {r.id for r in merged.merged_from} == {a.id, b.id}
+        assert merged.canonical_contact.id == merged.id and len(merged.merge_set) == 3
+        assert [i.value for i in merged.identifiers] == ["c-1"]
+        ancestor = api.get_externalcontacts_contact_unresolved(a.id)
+        assert ancestor.merged_to.id == merged.id
+        with pytest.raises(ApiException) as gone:
+            api.get_externalcontacts_contact(a.id)
+        assert gone.value.status == 404
+        survivor = api.get_externalcontacts_contact(merged.id)
+        survivor.division = m(sdk.WritableStarrableDivision, id=home.id)
+        assert api.put_externalcontacts_contact(merged.id, survivor).division.id == home.id
+        survivor.division = m(sdk.WritableStarrableDivision, id="nowhere")
+        with pytest.raises(ApiException) as moved:
+            api.put_externalcontacts_contact(merged.id, survivor)
+        assert moved.value.status == 400 and "cannot change division" in moved.value.body
+    finally:
+        stop_server(server)
 
 
 def test_two_processes_see_the_same_org(tmp_path: Path) -> None:
@@ -188,7 +272,7 @@ def test_starts_fast_and_stops_cleanly_on_sigterm_and_sigint(tmp_path: Path) -> 
         started = time.monotonic()
         server = start_server("--data", str(tmp_path))
         assert time.monotonic() - started < 3.0
-        assert httpx.get(f"{server.url}/__emulator/stats").status_code == 200
+        assert server.get("/__emulator/stats")["contacts"] == 0
         server.process.send_signal(sig)
         assert server.process.wait(timeout=10) == 0
 
@@ -196,7 +280,10 @@ def test_starts_fast_and_stops_cleanly_on_sigterm_and_sigint(tmp_path: Path) -> 
 def test_server_drops_connections_without_a_response(tmp_path: Path) -> None:
     server = start_server("--data", str(tmp_path), "--faults", "none", "--seed", "3")
     try:
-        with httpx.Client(base_url=server.url) as client:
+        with (
+            httpx.Client(base_url=server.url) as client,
+            httpx.Client(base_url=server.url, headers=admin_headers()) as admin,
+        ):
             auth = client.post(
                 "/oauth/token",
                 data={"grant_type": "client_credentials"},
@@ -205,7 +292,7 @@ def test_server_drops_connections_without_a_response(tmp_path: Path) -> None:
             headers = {"Authorization": f"Bearer {auth.json()['access_token']}"}
             source = client.post(f"{API}/externalsources", json={"name": "s"}, headers=headers)
             source_id = source.json()["id"]
-            client.put("/__emulator/faults", json={"p_drop_after_write": 1.0})
+            admin.put("/__emulator/faults", json={"p_drop_after_write": 1.0})
             body = {
                 "firstName": "Written",
                 "externalIds": [{"externalSource": {"id": source_id}, "value": "W"}],
@@ -213,15 +300,15 @@ def test_server_drops_connections_without_a_response(tmp_path: Path) -> None:
             with pytest.raises(httpx.RemoteProtocolError):
                 client.post(f"{API}/contacts", json=body, headers=headers)
             # The write happened although the client never heard back.
-            stored = client.get("/__emulator/contacts").json()
+            stored = admin.get("/__emulator/contacts").json()
             assert [c["firstName"] for c in stored] == ["Written"]
-            client.put("/__emulator/faults", json={"p_drop": 1.0})
+            admin.put("/__emulator/faults", json={"p_drop": 1.0})
             with pytest.raises(httpx.RemoteProtocolError):
                 client.post(f"{API}/contacts", json=body, headers=headers)
-            assert len(client.get("/__emulator/contacts").json()) == 1
-            client.put("/__emulator/faults", json={"profile": "none"})
+            assert len(admin.get("/__emulator/contacts").json()) == 1
+            admin.put("/__emulator/faults", json={"profile": "none"})
             assert client.get(f"{API}/externalsources", headers=headers).status_code == 200
-            faults = [e["fault"] for e in client.get("/__emulator/requests").json()]
+            faults = [e["fault"] for e in admin.get("/__emulator/requests").json()]
             assert faults.count("drop_after_write") == 1 and faults.count("drop") == 1
     finally:
         assert stop_server(server) == 0
@@ -261,7 +348,7 @@ def test_in_process_app_over_the_same_file_as_a_server(tmp_path: Path) -> None:
                 assert r.status_code == 200
 
         run(add_in_process())
-        names = [c["firstName"] for c in httpx.get(f"{server.url}/__emulator/contacts").json()]
+        names = [c["firstName"] for c in server.get("/__emulator/contacts")]
         assert names == ["Local"]
     finally:
         stop_server(server)

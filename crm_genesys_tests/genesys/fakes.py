@@ -203,6 +203,8 @@ class FakeGenesys:
             return self._schemas(request, path, body)
         if method == "POST" and path.startswith("/bulk/contacts/"):
             return self._bulk(path.rsplit("/", 1)[1], body["entities"])
+        if method == "POST" and path == "/bulk/contacts":
+            return self._bulk("fetch", body["entities"])
         if method == "POST" and path == "/identifierlookup/contacts":
             for contact in self.contacts.values():
                 for ext in contact.get("externalIds", []):
@@ -247,6 +249,15 @@ class FakeGenesys:
                 self.contacts[entity["id"]] = dict(entity)
                 results.append({"id": entity["id"], "success": True, "status": 200,
                                 "entity": entity})  # fmt: skip
+            elif op == "fetch":
+                found = self.contacts.get(entity["id"])
+                if found is None:
+                    err = {"code": "not.found", "message": "contact not found", "status": 404}
+                    results.append({"id": entity["id"], "success": False, "status": 404,
+                                    "error": err})  # fmt: skip
+                else:
+                    results.append({"id": entity["id"], "success": True, "status": 200,
+                                    "entity": found})  # fmt: skip
             else:
                 if self.contacts.pop(entity["id"], None) is None:
                     err = {"code": "not.found", "message": "contact not found", "status": 404}

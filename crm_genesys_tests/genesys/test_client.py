@@ -13,7 +13,12 @@ import httpx
 import pytest
 
 from crm_genesys.genesys.client import GenesysClient
-from crm_genesys.genesys.errors import AuthError, PermissionDeniedError, RateLimitedError
+from crm_genesys.genesys.errors import (
+    AuthError,
+    PermissionDeniedError,
+    RateLimitedError,
+    RequestRejectedError,
+)
 from crm_genesys.genesys.settings import GenesysSettings
 from crm_genesys.genesys.types import ContactsApi
 from crm_genesys_tests.genesys.fakes import (
@@ -376,6 +381,67 @@ def test_permission_denied_is_raised_from_bulk() -> None:
     )
     with pytest.raises(PermissionDeniedError):
         run(fake, lambda c: c.bulk_add([contact("A")]))
+
+
+@pytest.mark.parametrize(
+    ("op", "status", "code"),
+    [
+        ("add", 400, "invalid.value"),  # every split down to one entity is refused too
+        ("update", 422, "unprocessable"),
+        ("update", 409, "conflict"),
+        ("remove", 404, "not.found"),  # the bulk path itself: no such endpoint
+        ("fetch", 400, "invalid.value"),
+    ],
+)
+def test_a_request_refused_as_a_whole_raises_with_the_platforms_reason(
+    op: str, status: int, code: str
+) -> None:
+    suffix = "/bulk/contacts" if op == "fetch" else f"/bulk/contacts/{op}"
+    refusal = {"code": code, "message": "division d-9 does not exist", "status": status}
+    fake = FakeGenesys(
+        faults=[fail_nth(suffix, set(range(1, 100)), lambda: httpx.Response(status, json=refusal))]
+    )
+
+    async def body(client: GenesysClient) -> object:
+        added = await client.bulk_add([contact(f"K{i}") for i in range(4)]) if op != "add" else []
+        ids = [r.contact_id or "" for r in added] or ["x1", "x2", "x3", "x4"]
+        call = {
+            "add": lambda: client.bulk_add([contact(f"K{i}") for i in range(4)]),
+            "update": lambda: client.bulk_update([{"id": i, "lastName": "B"} for i in ids]),
+            "remove": lambda: client.bulk_remove(ids),
+            "fetch": lambda: client.bulk_fetch(ids),
+        }[op]
+        with pytest.raises(RequestRejectedError) as caught:
+            await call()
+        return caught.value
+
+    error, client = run(fake, body)
+    assert isinstance(error, RequestRejectedError)
+    assert (error.status, error.code, error.operation) == (status, code, op)
+    assert "division d-9 does not exist" in str(error)
+    assert "Bearer" not in str(error) and CLIENT_SECRET not in str(error)
+    refused = [r for r in fake.requests if r.url.path.endswith(suffix)]
+    # 400/422 are split to isolate a bad entity (4 -> 2 + 2 -> 1 ...); 404/409 are not.
+    assert len(refused) >= (3 if status in (400, 422) else 1)
+    assert client.metrics.item_failures[op] == 0  # not turned into per-item failures
+
+
+def test_bulk_fetch_reads_contacts_by_id() -> None:
+    fake = FakeGenesys(shuffle=True)
+
+    async def body(client: GenesysClient) -> list[Any]:
+        added = await client.bulk_add([contact(f"K{i}") for i in range(3)])
+        ids = [added[0].contact_id, "gone", added[2].contact_id]
+        return await client.bulk_fetch([i or "" for i in ids])
+
+    results, client = run(fake, body)
+    assert [r.success for r in results] == [True, False, True]
+    assert results[0].entity is not None and results[0].entity["lastName"] == "Last K0"
+    assert results[2].entity is not None and results[2].entity["lastName"] == "Last K2"
+    assert results[1].status == 404 and results[1].contact_id == "gone"
+    assert client.metrics.contacts_fetched == 2
+    assert client.metrics.contacts_written["add"] == 3  # a fetch is no write
+    assert [r.url.path for r in fake.requests][-1] == "/api/v2/externalcontacts/bulk/contacts"
 
 
 def test_lookup_get_and_scan() -> None:

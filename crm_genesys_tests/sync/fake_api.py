@@ -2,14 +2,18 @@
 inject per-item failures. For unit tests; integration tests use the real client and emulator.
 
 Faithful points: ids are server-generated; an `add` never dedupes by ExternalId (a resent add
-duplicates); bulk update of a missing id is a 404 item; bulk remove of a missing id is reported as
-success (as the client does); results come back in request order (the client aligns them).
+duplicates); updates are full replacements; bulk update and fetch of a missing id are 404 items;
+bulk remove of a missing id is reported as success (as the client does); results come back in
+request order (the client aligns them). ExternalId lookups see a write only `lookup_lag_seconds`
+after it happened (by `clock`), reads by id at once; `merge` folds one contact into another as
+the platform's merge does (the merged-away id stops answering, its ExternalIds move).
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -36,6 +40,10 @@ class FakeContactsApi:
     )
     contacts: dict[str, Contact] = field(default_factory=dict)
     requests: list[tuple[str, int]] = field(default_factory=list)
+    lookup_lag_seconds: float = 0.0
+    clock: Callable[[], float] = time.time
+    # When each contact's ExternalIds were last written (what lagging lookups go by).
+    written_at: dict[str, float] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # -------------------------------------------------------------- helpers for tests
@@ -51,6 +59,19 @@ class FakeContactsApi:
 
     def count(self, kind: str) -> int:
         return sum(1 for k, _ in self.requests if k == kind)
+
+    def store(self, contact: Contact) -> None:
+        """Write a contact as the platform would (an agent, another integration)."""
+        self.contacts[contact["id"]] = copy.deepcopy(contact)
+        self.written_at[contact["id"]] = self.clock()
+
+    def merge(self, away_id: str, into_id: str) -> None:
+        """The platform's merge: `away_id` stops answering, its ExternalIds live on `into_id`."""
+        away = self.contacts.pop(away_id)
+        survivor = self.contacts[into_id]
+        survivor["externalIds"] = survivor.get("externalIds", []) + away.get("externalIds", [])
+        survivor["mergedFrom"] = [{"id": away_id}]
+        self.written_at[into_id] = self.clock()
 
     def _fault(self, op: BulkOp, entity: Contact) -> Fault:
         return self.fault(op, entity) if self.fault else None
@@ -83,6 +104,7 @@ class FakeContactsApi:
             contact = copy.deepcopy(dict(entity))
             contact["id"] = f"c{next(self._ids):06d}"
             self.contacts[contact["id"]] = contact
+            self.written_at[contact["id"]] = self.clock()
             if fault == "apply_then_unknown":
                 results.append(BulkItemResult("add", False, 0, outcome_unknown=True))
             else:
@@ -111,6 +133,7 @@ class FakeContactsApi:
                 )
                 continue
             self.contacts[cid] = copy.deepcopy(dict(entity))
+            self.written_at[cid] = self.clock()
             if fault == "apply_then_unknown":
                 results.append(BulkItemResult("update", False, 0, cid, outcome_unknown=True))
             else:
@@ -139,9 +162,36 @@ class FakeContactsApi:
                 results.append(BulkItemResult("remove", True, 200, cid))
         return results
 
+    async def bulk_fetch(self, contact_ids: Sequence[str]) -> list[BulkItemResult]:
+        self.requests.append(("fetch", len(contact_ids)))
+        self._maybe_fail_request()
+        results = []
+        for cid in contact_ids:
+            fault = self._fault("fetch", {"id": cid})
+            if isinstance(fault, tuple):
+                _, status, code, retryable = fault
+                results.append(
+                    BulkItemResult("fetch", False, status, cid, None, code, code, retryable)
+                )
+            elif cid in self.contacts:
+                results.append(
+                    BulkItemResult("fetch", True, 200, cid, copy.deepcopy(self.contacts[cid]))
+                )
+            else:
+                results.append(
+                    BulkItemResult("fetch", False, 404, cid, None, "not.found", "gone", False)
+                )
+        return results
+
     async def lookup_by_external_id(self, source_id: str, value: str) -> Contact | None:
+        """The oldest contact carrying the ExternalId, among those the (lagging) index shows."""
         self.requests.append(("lookup", 1))
-        found = self.by_external_id(source_id).get(value, [])
+        horizon = self.clock() - self.lookup_lag_seconds
+        found = [
+            c
+            for c in self.by_external_id(source_id).get(value, [])
+            if self.written_at.get(c["id"], 0.0) <= horizon
+        ]
         return copy.deepcopy(found[0]) if found else None
 
     async def get_contact(self, contact_id: str) -> Contact | None:

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crm_genesys.genesys.errors import AuthError, RetryableError
-from crm_genesys.state.store import IntentWrite, SyncStateStore
+from crm_genesys.genesys.client import GenesysClient
+from crm_genesys.genesys.errors import AuthError, RequestRejectedError, RetryableError
+from crm_genesys.genesys.settings import GenesysSettings
+from crm_genesys.state.store import IntentWrite, StateWrite, SyncStateStore
 from crm_genesys.sync.sink import SyncReport, apply_changes
+from crm_genesys_tests.genesys.fakes import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    FakeGenesys,
+    fail_nth,
+    run_virtual,
+)
 from crm_genesys_tests.sync.fake_api import FakeContactsApi, payload_of
 from crm_genesys_tests.sync.helpers import body_for, change, changeset, content_hash
 
@@ -74,8 +86,11 @@ def test_create_update_delete_and_second_run_is_free(store: SyncStateStore) -> N
     snap = store.snapshot(keys[:20]).set_index("business_key")
     updates = [change(k, "update", 2, contact_id=snap.loc[k, "contact_id"]) for k in keys[:10]]
     deletes = [change(k, "delete", 2, contact_id=snap.loc[k, "contact_id"]) for k in keys[10:20]]
+    api.requests.clear()
     report = run(changeset(updates + deletes), api, store, window="w2")
-    assert (report.updated, report.deleted, report.requests) == (10, 10, 2)
+    # A merged update reads the contacts first: fetch + update, and one remove.
+    assert (report.updated, report.deleted, report.requests) == (10, 10, 3)
+    assert sorted(api.requests) == [("fetch", 10), ("remove", 10), ("update", 10)]
     assert len(api.contacts) == 240
     assert api.contacts[snap.loc["K000", "contact_id"]]["lastName"] == "v2"
     assert_parity(api, store)
@@ -167,9 +182,9 @@ def test_update_of_vanished_contact_recreates_and_delete_404_is_success(
         store,
     )
     assert (report.updated, report.recreated, report.deleted, report.failed) == (1, 1, 1, 0)
-    assert [k for k, _ in api.requests[-3:]] == ["update", "remove", "add"] or [
-        k for k, _ in api.requests[-3:]
-    ] == ["remove", "update", "add"]
+    # A's contact is gone (fetch: 404): looked up by ExternalId, trustworthily absent, created.
+    kinds = [k for k, _ in api.requests[-4:]]
+    assert sorted(kinds[:2]) == ["fetch", "remove"] and kinds[2:] == ["lookup", "add"]
     snap = store.snapshot().set_index("business_key")
     assert snap.loc["A", "contact_id"] != a_id and not snap.loc["A", "deleted"]
     assert snap.loc["B", "deleted"] and snap.loc["B", "contact_id"] is None
@@ -365,3 +380,195 @@ def test_empty_changeset_still_resolves_the_windows_pending_intents(store: SyncS
     assert snap[["business_key", "content_hash", "crm_version"]].values.tolist() == [
         ["A", "hash-a", 1]
     ]
+
+
+# ------------------------------------------------------------------ lagging lookups
+
+
+def ext_key(entity) -> str:
+    return entity.get("externalIds", [{}])[0].get("value")
+
+
+def run_lagging(
+    store: SyncStateStore, api_for, rows, **kw
+) -> tuple[FakeContactsApi, SyncReport, float]:
+    """Run the sink in virtual time; `api_for(clock)` builds the API sharing that clock."""
+
+    async def main() -> tuple[FakeContactsApi, SyncReport]:
+        loop = asyncio.get_running_loop()
+        start = time.time()
+
+        def clock() -> float:
+            return start + loop.time()
+
+        api = api_for(clock)
+        kw.setdefault("round_delay", 0)
+        report = await apply_changes(
+            changeset(rows), api, store, source_id=SOURCE, window="w1", clock=clock, **kw
+        )
+        return api, report
+
+    (api, report), elapsed = run_virtual(main)
+    return api, report, elapsed
+
+
+def test_unknown_outcome_add_is_looked_up_only_once_lookups_can_be_trusted(
+    store: SyncStateStore,
+) -> None:
+    once = {"A": "apply_then_unknown"}
+
+    def api_for(clock):
+        return FakeContactsApi(
+            fault=lambda op, e: once.pop(ext_key(e), None) if op == "add" else None,
+            lookup_lag_seconds=5.0,
+            clock=clock,
+        )
+
+    api, report, elapsed = run_lagging(store, api_for, [change(k, "create", 1) for k in "AB"])
+    assert len(api.contacts) == 2, "the add that landed was sent again"
+    assert (report.created, report.failed) == (2, 0)
+    assert elapsed >= 5.0  # the lookup waited out the lag
+    assert_parity(api, store)
+
+
+def test_a_crashed_runs_fresh_intent_waits_out_the_lag(store: SyncStateStore) -> None:
+    row = change("A", "create", 1)
+    store.add_intents([IntentWrite("A", 1, row["content_hash"])], run_id="dead", window="w1")
+    (intent,) = store.pending_intents()
+
+    def api_for(clock):
+        api = FakeContactsApi(lookup_lag_seconds=5.0, clock=clock)
+        ext = [{"externalSource": {"id": SOURCE}, "value": "A"}]
+        api.store({**body_for("A", 1), "externalIds": ext, "id": "landed"})
+        # The crashed run's add landed as it was sent, right after its intent was committed.
+        api.written_at["landed"] = intent.created_at.replace(tzinfo=dt.UTC).timestamp()
+        return api
+
+    api, report, _ = run_lagging(store, api_for, [row])
+    assert list(api.contacts) == ["landed"]
+    assert report.created == 1 and report.resolved_intents == 1
+    assert store.snapshot().contact_id.tolist() == ["landed"]
+
+
+def test_a_lag_longer_than_a_run_should_wait_defers_the_item(store: SyncStateStore) -> None:
+    once = {"A": "apply_then_unknown"}
+
+    def api_for(clock):
+        return FakeContactsApi(
+            fault=lambda op, e: once.pop(ext_key(e), None) if op == "add" else None,
+            lookup_lag_seconds=120.0,
+            clock=clock,
+        )
+
+    api, report, elapsed = run_lagging(store, api_for, [change("A", "create", 1)])
+    assert len(api.contacts) == 1 and api.count("lookup") == 0
+    assert report.failed == 1 and report.failure_reasons == {"lookup_lag": 1}
+    assert elapsed < 60
+    assert [i.business_key for i in store.pending_intents()] == ["A"]
+
+
+def test_update_of_a_merged_away_contact_updates_the_survivor(store: SyncStateStore) -> None:
+    api = FakeContactsApi()
+    run(changeset([change(k, "create", 1) for k in "AB"]), api, store)
+    snap = store.snapshot().set_index("business_key")
+    a_id, b_id = snap.loc["A", "contact_id"], snap.loc["B", "contact_id"]
+    api.merge(a_id, into_id=b_id)  # Genesys decided A and B are one person
+    report = run(changeset([change("A", "update", 2, contact_id=a_id)]), api, store, window="w2")
+    assert (report.updated, report.failed, report.recreated) == (1, 0, 0)
+    holders = api.by_external_id(SOURCE)
+    assert [c["id"] for c in holders["A"]] == [b_id], "A now lives on two contacts"
+    assert [c["id"] for c in holders["B"]] == [b_id]
+    assert store.snapshot(["A"]).contact_id[0] == b_id  # state learnt the survivor
+    assert api.contacts[b_id]["lastName"] == "v2"
+
+
+def test_two_contacts_carrying_our_external_id_are_reported(store: SyncStateStore) -> None:
+    api = FakeContactsApi()
+    ext = [{"externalSource": {"id": SOURCE}, "value": "A"}]
+    api.store({**body_for("A", 1), "externalIds": ext, "id": "older"})  # a resent add landed
+    api.store({**body_for("A", 1), "externalIds": ext, "id": "held"})
+    store.record_created([StateWrite("A", "held", "h", 1)], window="w1")
+    store.add_intents([IntentWrite("A", 1, "h")], run_id="dead", window="w1")
+    report = run(changeset([]), api, store)
+    assert [(d.business_key, d.kept, d.others) for d in report.duplicates] == [
+        ("A", "held", ("older",))
+    ]
+    assert store.snapshot().contact_id.tolist() == ["held"]  # state keeps the one it holds
+    assert store.counts()["intents_pending"] == 0
+
+
+# ------------------------------------------------------------------ errors mean what they say
+
+
+@pytest.mark.parametrize("where", ["add", "fetch", "lookup"])
+def test_a_bug_surfaces_with_its_traceback(store: SyncStateStore, where: str) -> None:
+    """A fake API raising KeyError (a bug, not a Genesys error) in any call: `apply_changes`
+    raises that KeyError instead of retrying it silently."""
+
+    class Buggy(FakeContactsApi):
+        async def lookup_by_external_id(self, source_id: str, value: str):
+            if where == "lookup":
+                raise KeyError("bug in lookup")
+            return await super().lookup_by_external_id(source_id, value)
+
+    api = Buggy()
+    run(changeset([change("U", "create", 1)]), api, store)
+    uid = store.snapshot(["U"]).contact_id[0]
+    store.add_intents([IntentWrite("P", 1, "h")], run_id="dead", window="w1")
+    api.fail_next_requests, api.fail_with = 1, lambda: KeyError(f"bug in {where}")
+    rows = [change("A", "create", 2), change("U", "update", 2, contact_id=uid)]
+    with pytest.raises(KeyError, match=f"bug in {where}") as caught:
+        run(changeset(rows if where != "fetch" else rows[1:]), api, store)
+    assert caught.traceback[-1].name in ("_maybe_fail_request", "lookup_by_external_id")
+
+
+def test_a_request_rejected_as_a_whole_fails_the_window_with_its_reason(
+    store: SyncStateStore,
+) -> None:
+    rejected = RequestRejectedError(
+        "POST /api/v2/externalcontacts/bulk/contacts/add: HTTP 400 invalid.value: "
+        "division d-9 does not exist",
+        status=400,
+        code="invalid.value",
+        operation="add",
+    )
+    api = FakeContactsApi(fail_next_requests=1, fail_with=lambda: rejected)
+    with pytest.raises(RequestRejectedError, match="division d-9") as caught:
+        run(changeset([change("A", "create", 1)]), api, store)
+    assert (caught.value.status, caught.value.code) == (400, "invalid.value")
+    assert store.counts()["dead_letters"] == 0
+    # A refused request may have been split and partly applied: its intents stay for a lookup.
+    assert store.counts()["intents_pending"] == 1
+    report = run(changeset([change("A", "create", 1)]), api, store)  # fixed upstream, say
+    assert report.created == 1 and report.resolved_intents == 1
+    assert len(api.contacts) == 1 and store.counts()["intents_pending"] == 0
+
+
+def test_through_the_client_a_refused_request_fails_the_window_instead_of_dead_letters(
+    store: SyncStateStore,
+) -> None:
+    """The real client against a fake platform refusing every bulk add as a whole (as it
+    does for a division that does not exist): the window fails with the platform's reason."""
+    refusal = {"code": "invalid.value", "message": "division d-9 does not exist", "status": 400}
+    fake = FakeGenesys(
+        faults=[
+            fail_nth(
+                "/bulk/contacts/add", set(range(1, 100)), lambda: httpx.Response(400, json=refusal)
+            )
+        ]
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        fake.clock = loop.time
+        settings = GenesysSettings.for_region("eu_central_1", CLIENT_ID, CLIENT_SECRET)
+        async with GenesysClient(settings, transport=fake.transport(), clock=loop.time) as c:
+            rows = [change(k, "create", 1) for k in "ABCD"]
+            await apply_changes(
+                changeset(rows), c, store, source_id=SOURCE, window="w1", division_id="d-9"
+            )
+
+    with pytest.raises(RequestRejectedError, match="division d-9 does not exist") as caught:
+        run_virtual(main)
+    assert (caught.value.status, caught.value.operation) == (400, "add")
+    assert store.counts()["dead_letters"] == 0 and not fake.contacts
