@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 
 from crm_genesys import settings
+from crm_genesys.contacts.masking import mask_key
 from crm_genesys.defs.dry_run import preview_metadata
 from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
 from crm_genesys.sync.breakers import BreakerTripped
@@ -100,7 +101,7 @@ def reconcile_genesys(
     metadata: dict[str, Any] = {
         **summary,
         "in_parity": report.in_parity,
-        **{f"sample_{k}": v for k, v in report.samples.items()},
+        **{f"sample_{k}": [mask_key(key) for key in v] for k, v in report.samples.items()},
     }
     if report.preview is not None:
         metadata.update(preview_metadata(report.preview, "Reconciliation repair"))

@@ -23,7 +23,7 @@ import pandas as pd
 
 from crm_genesys.contacts.diff import ChangeSet
 from crm_genesys.contacts.mapping import Mapping
-from crm_genesys.contacts.masking import mask_email, mask_phone
+from crm_genesys.contacts.masking import mask_email, mask_key, mask_phone
 from crm_genesys.contacts.normalize import NormalizationResult
 from crm_genesys.genesys.client import GenesysClient
 from crm_genesys.genesys.target import GenesysTarget, identify
@@ -118,7 +118,7 @@ def _masked_sample(row: Any) -> dict[str, str]:
     last = getattr(row, "last_name", None)
     initials = "".join(n[0] + "." for n in (first, last) if isinstance(n, str) and n)
     return {
-        "business_key": str(row.business_key),
+        "business_key": mask_key(str(row.business_key)),
         "name": initials,
         "phone": mask_phone(phone),
         "email": mask_email(email),
@@ -159,14 +159,14 @@ class Preview:
         for row in quarantine.head(SAMPLES).itertuples(index=False):
             self._sample(
                 "quarantine",
-                {"business_key": str(row.business_key or ""), "reason": str(row.reason)},
+                {"business_key": mask_key(str(row.business_key or "")), "reason": str(row.reason)},
             )
 
     def add_deletes(self, count: int, keys: list[str], what: str) -> None:
         """Deletes found outside a diff (the mirror, duplicates, unknown contacts)."""
         self.counts["delete"] += count
         for key in keys:
-            self._sample("delete", {"business_key": key, "why": what})
+            self._sample("delete", {"business_key": mask_key(key), "why": what})
 
     def add_clear(self, key: str, fields: list[str], genesys_view: dict[str, Any]) -> None:
         """An update that would clear `fields` on the contact Genesys holds for `key`."""
@@ -179,7 +179,7 @@ class Preview:
             if isinstance(v, str) and "@" in v else "(set)"
             for name, v in genesys_view.items() if name in fields
         }  # fmt: skip
-        self._sample("clear", {"business_key": key, "fields": ", ".join(fields), **shown})
+        self._sample("clear", {"business_key": mask_key(key), "fields": ", ".join(fields), **shown})
 
     def counts_table(self) -> pd.DataFrame:
         return pd.DataFrame(
