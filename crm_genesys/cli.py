@@ -127,7 +127,9 @@ def _schema_push(args: argparse.Namespace) -> int:
 
     mapping = load_mapping(Path(args.mapping) if args.mapping else settings.crm_mapping_path())
     body = build_contact_schema(mapping)
-    target = GenesysTarget.from_env(os.environ, settings.emulator_db_path())
+    target = GenesysTarget.from_env(
+        os.environ, settings.emulator_db_path(), str(settings.get("CRM_GENESYS_EMULATOR_REALISM"))
+    )
 
     async def push() -> tuple[dict, bool]:
         async with target.client() as client:
@@ -232,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from crm_genesys.defs.partitions import WindowKeyError
     from crm_genesys.genesys.errors import ConfigurationError, GenesysError
     from crm_genesys.settings import SettingError
-    from crm_genesys.sync.window import ContactSchemaMissing, TargetMismatch
+    from crm_genesys.sync.window import ContactSchemaMissing, TargetMismatch, UnknownDivision
 
     args = build_parser().parse_args(argv)
     try:
@@ -240,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingError, MappingError, WindowKeyError, TargetMismatch, ConfigurationError) as exc:
         print(f"crm-genesys {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (GenesysError, ContactSchemaMissing) as exc:
+    except (GenesysError, ContactSchemaMissing, UnknownDivision) as exc:
         print(f"crm-genesys {args.command}: {exc}", file=sys.stderr)
         return 1
 

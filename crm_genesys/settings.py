@@ -82,6 +82,13 @@ SETTINGS: dict[str, Setting] = {
             "directory of the embedded defaults: demo CRM, emulator org, sync state",
         ),
         Setting(
+            "CRM_GENESYS_EMULATOR_REALISM",
+            "basic",
+            _choice(("basic", "realistic")),
+            "the embedded emulator's profile: basic, or realistic (lagging lookups, merges, "
+            "divisions, one budget per OAuth client; see docs/emulator.md)",
+        ),
+        Setting(
             "CRM_DATABASE_URL",
             "",
             _text,

@@ -289,6 +289,9 @@ class Mapping(_Strict):
     # `fields`: the sync owns the fields named here (updates merge them into the contact as
     # Genesys holds it); `contact`: the CRM owns whole contacts (updates replace them).
     ownership: Literal["fields", "contact"] = "fields"
+    # The Genesys division contacts are created in (its id); the org's home division when
+    # absent. Fixed at creation: the platform cannot move a contact to another division.
+    division: str | None = Field(default=None, min_length=1, max_length=64)
 
     @field_validator("default_country")
     @classmethod

@@ -89,6 +89,7 @@ class GenesysResource(dg.ConfigurableResource):
 
     target: str = "emulator"
     emulator_db_path: str = ""
+    emulator_realism: str = "basic"
     env: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
@@ -97,7 +98,11 @@ class GenesysResource(dg.ConfigurableResource):
 
         source = os.environ if environ is None else environ
         if not configured_connection_vars(source):
-            return cls(target="emulator", emulator_db_path=str(settings.emulator_db_path()))
+            return cls(
+                target="emulator",
+                emulator_db_path=str(settings.emulator_db_path()),
+                emulator_realism=str(settings.get("CRM_GENESYS_EMULATOR_REALISM")),
+            )
         env: dict[str, Any] = {
             name: value.strip()
             for name, value in source.items()
@@ -112,7 +117,9 @@ class GenesysResource(dg.ConfigurableResource):
         """The target of this run; raises `ConfigurationError` naming what is missing."""
         if self.target == "emulator":
             path = Path(self.emulator_db_path) if self.emulator_db_path else None
-            return GenesysTarget.embedded(path or settings.emulator_db_path())
+            return GenesysTarget.embedded(
+                path or settings.emulator_db_path(), self.emulator_realism
+            )
         if self.target == "genesys":
             return GenesysTarget.genesys(self.env)
         from crm_genesys.genesys.errors import ConfigurationError

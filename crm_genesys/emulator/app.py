@@ -357,6 +357,14 @@ class EmulatorApp(Starlette):
             error = too_large or _too_large(limit)
             await _send_with(error_response(error), rate, scope, send, entry)
             return
+        refuse = emulator.faults.refuse_path
+        if refuse and str(scope.get("path", "")).endswith(refuse):
+            entry.fault = "refused"
+            status = emulator.faults.refuse_status
+            code, message = _REFUSALS.get(status, ("bad.request", "The request was refused."))
+            refused = ApiError(status, code, message)
+            await _send_with(error_response(refused), rate, scope, send, entry)
+            return
         ctx.decision = decision = decide(emulator.faults, entry.seq)
         if decision.delay_s > 0:
             if decision.slow:
@@ -417,6 +425,16 @@ class EmulatorApp(Starlette):
             )
             return error_response(err), rate
         return None, rate
+
+
+# Whole-request refusals (`FaultConfig.refuse_path`): the platform's codes for each status.
+_REFUSALS: dict[int, tuple[str, str]] = {
+    400: ("bad.request", "The request could not be understood by the server."),
+    403: ("missing.permissions", "Unable to perform the requested action: missing permissions."),
+    404: ("not.found", "The requested resource was not found."),
+    409: ("conflict", "The request conflicts with the current state of the resource."),
+    422: ("invalid.value", "The request was well-formed but contained invalid values."),
+}
 
 
 def _bearer(scope: Scope) -> str | None:

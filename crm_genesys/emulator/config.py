@@ -99,8 +99,14 @@ class FaultConfig:
     revoke_tokens_after_s: float | None = None
     # Retry-After sent with injected 429 and 503 responses.
     retry_after_s: int = 1
+    # Every API request whose path ends with this is refused as a whole with `refuse_status`
+    # (403 missing.permissions, 400 bad.request, 404, 409 conflict...): a misconfigured org.
+    refuse_path: str | None = None
+    refuse_status: int = 403
 
     def __post_init__(self) -> None:
+        if not 400 <= self.refuse_status < 500 or self.refuse_status in (401, 429):
+            raise ValueError("refuse_status must be a 4xx other than 401 and 429")
         for f in dataclasses.fields(self):
             if f.name.startswith("p_"):
                 value = getattr(self, f.name)

@@ -36,25 +36,27 @@ EMBEDDED_CLIENT_SECRET = "demo-secret"  # the emulator's documented demo credent
 
 TargetKind = Literal["emulator", "genesys"]
 
-_apps: dict[Path, Any] = {}
+_apps: dict[tuple[Path, str], Any] = {}
 _apps_lock = threading.Lock()
 
 
-def embedded_app(db_path: Path) -> Any:
-    """The in-process emulator app serving the org file `db_path`, one per file and process.
+def embedded_app(db_path: Path, realism: str = "basic") -> Any:
+    """The in-process emulator app serving the org file `db_path`, one per file and process,
+    with the emulator's `realism` profile (`basic` or `realistic`, see docs/emulator.md).
 
     Like a server, it outlives a run: its request log, rate-limit window and fault settings span
     every run of this process (tests read them through `embedded_app(path).emulator`).
     """
     from crm_genesys.emulator import EmulatorConfig, create_app
+    from crm_genesys.emulator.config import RealismConfig
 
-    key = db_path.resolve()
+    path = db_path.resolve()
     with _apps_lock:
-        app = _apps.get(key)
+        app = _apps.get((path, realism))
         if app is None:
-            key.parent.mkdir(parents=True, exist_ok=True)
-            app = create_app(EmulatorConfig(db_path=key))
-            _apps[key] = app
+            path.parent.mkdir(parents=True, exist_ok=True)
+            config = EmulatorConfig(db_path=path, realism=RealismConfig.profile(realism))
+            app = _apps[(path, realism)] = create_app(config)
         return app
 
 
@@ -83,14 +85,15 @@ class GenesysTarget:
     kind: TargetKind
     settings: GenesysSettings
     emulator_db: Path | None = None
+    emulator_realism: str = "basic"
 
     @classmethod
-    def embedded(cls, db_path: Path, **overrides: Any) -> GenesysTarget:
-        """The embedded emulator whose org is the SQLite file `db_path`."""
+    def embedded(cls, db_path: Path, realism: str = "basic", **overrides: Any) -> GenesysTarget:
+        """The embedded emulator whose org is the SQLite file `db_path`, `realism` its profile."""
         settings = GenesysSettings.for_base_url(
             EMBEDDED_API_URL, EMBEDDED_CLIENT_ID, EMBEDDED_CLIENT_SECRET, **overrides
         )
-        return cls("emulator", settings, db_path.resolve())
+        return cls("emulator", settings, db_path.resolve(), realism)
 
     @classmethod
     def genesys(cls, environ: Mapping[str, str]) -> GenesysTarget:
@@ -99,11 +102,13 @@ class GenesysTarget:
         return cls("genesys", GenesysSettings.from_env(environ))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], emulator_db: Path) -> GenesysTarget:
+    def from_env(
+        cls, environ: Mapping[str, str], emulator_db: Path, realism: str = "basic"
+    ) -> GenesysTarget:
         """The rule of the module docstring, applied to `environ`."""
         if configured_connection_vars(environ):
             return cls.genesys(environ)
-        return cls.embedded(emulator_db)
+        return cls.embedded(emulator_db, realism)
 
     @property
     def is_embedded(self) -> bool:
@@ -113,12 +118,14 @@ class GenesysTarget:
         """The in-process transport for the emulator; None (the network) for real Genesys."""
         if self.emulator_db is None:
             return None
-        return httpx.ASGITransport(app=embedded_app(self.emulator_db))
+        return httpx.ASGITransport(app=embedded_app(self.emulator_db, self.emulator_realism))
 
     def describe(self) -> str:
         """One line for logs and run metadata; never a secret."""
         if self.is_embedded:
-            return f"embedded Genesys emulator, org file {self.emulator_db}"
+            return (
+                f"embedded Genesys emulator ({self.emulator_realism}), org file {self.emulator_db}"
+            )
         region = f"region {self.settings.region_name}, " if self.settings.region_name else ""
         return f"Genesys Cloud, {region}{self.settings.api_base_url}"
 

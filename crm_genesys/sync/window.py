@@ -14,6 +14,7 @@ from crm_genesys.contacts.diff import ChangeSet
 from crm_genesys.contacts.mapping import Mapping
 from crm_genesys.contacts.schema import build_contact_schema
 from crm_genesys.genesys.client import GenesysClient
+from crm_genesys.genesys.errors import PermissionDeniedError
 from crm_genesys.genesys.target import GenesysTarget, identify
 from crm_genesys.state.store import BindingMismatch, DeleteWrite, SyncStateStore
 from crm_genesys.sync.ownership import Ownership
@@ -105,6 +106,40 @@ async def contact_schema_ref(
     return {"id": schema["id"], "version": int(schema["version"])}
 
 
+class UnknownDivision(RuntimeError):
+    """The mapping names a division the org does not have."""
+
+
+async def check_division(client: GenesysClient, division_id: str) -> None:
+    """Refuse a run whose mapping names a division the org lacks (every create would be refused
+    item by item). `GET /api/v2/authorization/divisions`; a client not allowed to list divisions
+    is trusted (the platform's own 400 then names the division)."""
+    known: dict[str, str] = {}
+    page = 1
+    try:
+        while True:
+            body = (
+                await client.request(
+                    "GET",
+                    "/api/v2/authorization/divisions",
+                    params={"pageSize": 100, "pageNumber": page},
+                )
+            ).json()
+            known.update({str(d.get("id")): str(d.get("name")) for d in body.get("entities") or []})
+            if page >= int(body.get("pageCount") or 1):
+                break
+            page += 1
+    except PermissionDeniedError:
+        return
+    if division_id not in known:
+        names = ", ".join(f"{name} ({i})" for i, name in sorted(known.items())) or "none"
+        raise UnknownDivision(
+            f"the mapping's division {division_id!r} is not a division of this org "
+            f"(the org has: {names}); set `division:` in the mapping to one of them, or remove "
+            "it to create contacts in the home division"
+        )
+
+
 async def sync_window(
     changes: ChangeSet,
     mapping: Mapping,
@@ -122,6 +157,8 @@ async def sync_window(
             mapping.external_source.name, mapping.external_source.uri_template
         )
         schema = await contact_schema_ref(client, mapping, push_if_missing=target.is_embedded)
+        if mapping.division is not None:
+            await check_division(client, mapping.division)
         return await apply_changes(
             changes,
             client,
@@ -132,4 +169,5 @@ async def sync_window(
             max_in_flight=client.settings.max_in_flight,
             schema=schema,
             ownership=Ownership.from_mapping(mapping),
+            division_id=mapping.division,
         )

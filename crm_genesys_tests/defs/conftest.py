@@ -49,7 +49,18 @@ class World:
     @property
     def emulator(self):
         """The embedded emulator's state and request log (one app per org file and process)."""
-        return embedded_app(self.emulator_db).emulator
+        return embedded_app(self.emulator_db, self.genesys.emulator_realism).emulator
+
+    def realistic(self) -> World:
+        """This world on the `realistic` emulator (lagging lookups, merges, divisions, one budget
+        per OAuth client): the platform's harsher plausible behaviour."""
+        return self.but(
+            genesys=GenesysResource(
+                target="emulator",
+                emulator_db_path=self.genesys.emulator_db_path,
+                emulator_realism="realistic",
+            )
+        )
 
     def but(self, **resources: Any) -> World:
         """This world with some resources replaced (`crm=`, `genesys=`, `state=`)."""
