@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("extract", "normalize", "sink")
+BENCHMARKS = ("extract", "normalize", "sink", "full_sync")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,33 @@ def _sync(args: argparse.Namespace) -> int:
     return 0 if counts["ok"] else 1
 
 
+def _full_sync(args: argparse.Namespace) -> int:
+    from crm_genesys.defs.execution import failure_message, instance
+    from crm_genesys.defs.full_sync import FullSyncConfig, full_sync_summary, run_full_sync_job
+
+    config = FullSyncConfig(
+        dry_run=args.dry_run,
+        mirror=not args.no_mirror,
+        confirm_deletes=args.confirm_deletes,
+        restart=args.restart,
+        chunk_rows=args.chunk_rows,
+    )
+    result = run_full_sync_job(
+        instance(), config=config, log_level="DEBUG" if args.verbose else "INFO"
+    )
+    summary = full_sync_summary(result)
+    shown = [k for k in summary if not k.startswith("sink/") and k != "preview"]
+    width = max((len(k) for k in shown), default=0)
+    for key in shown:
+        print(f"{key.ljust(width)}  {summary[key]}")
+    if "preview" in summary:
+        print(summary["preview"])
+    if not result.success:
+        print(f"\nfull sync failed: {failure_message(result)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _crm_generate(args: argparse.Namespace) -> int:
     from crm_genesys.crm.demo import generate_demo_crm
     from crm_genesys.defs.partitions import window_length
@@ -142,6 +169,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("-v", "--verbose", action="store_true", help="log every step's events")
     sync.set_defaults(func=_sync)
+
+    full = sub.add_parser(
+        "full-sync",
+        help="the whole CRM into Genesys (first load, mirror), in this process on the Dagster "
+        "instance; resumes an unfinished one",
+    )
+    full.add_argument("--dry-run", action="store_true", help="preview; send and record nothing")
+    full.add_argument("--no-mirror", action="store_true", help="do not delete what the CRM lost")
+    full.add_argument(
+        "--confirm-deletes",
+        type=int,
+        default=0,
+        help="confirm exactly this many mirror deletes (the mass-delete breaker)",
+    )
+    full.add_argument("--restart", action="store_true", help="abandon an unfinished full sync")
+    full.add_argument("--chunk-rows", type=int, default=0, help="CRM rows per chunk")
+    full.add_argument("-v", "--verbose", action="store_true", help="log every step's events")
+    full.set_defaults(func=_full_sync)
 
     crm = sub.add_parser("crm", help="the demo CRM").add_subparsers(
         dest="crm_command", required=True

@@ -7,6 +7,7 @@ import dagster as dg
 
 from crm_genesys.defs.assets import contact_changes, crm_contacts, genesys_sync, normalized_contacts
 from crm_genesys.defs.automation import retry_failed_windows, sync_job, sync_schedule
+from crm_genesys.defs.full_sync import cutover_windows, full_sync_job, genesys_full_sync
 from crm_genesys.defs.reconciliation import reconcile_job, reconcile_schedule
 from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
 
@@ -23,10 +24,16 @@ def resources_from_env() -> dict[str, Any]:
 def make_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     """The Definitions with `resources` (tests, the command line) or those of the environment."""
     return dg.Definitions(
-        assets=[crm_contacts, normalized_contacts, contact_changes, genesys_sync],
-        jobs=[sync_job, reconcile_job],
+        assets=[
+            crm_contacts,
+            normalized_contacts,
+            contact_changes,
+            genesys_sync,
+            genesys_full_sync,
+        ],
+        jobs=[sync_job, full_sync_job, reconcile_job],
         schedules=[sync_schedule, reconcile_schedule],
-        sensors=[retry_failed_windows],
+        sensors=[retry_failed_windows, cutover_windows],
         resources=dict(resources) if resources is not None else resources_from_env(),
     )
 

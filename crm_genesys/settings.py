@@ -141,6 +141,19 @@ SETTINGS: dict[str, Setting] = {
             "the mass-clear breaker judges only windows with at least this many updates",
         ),
         Setting(
+            "CRM_GENESYS_MAX_DELETE_SHARE",
+            "0.05",
+            _share,
+            "a mirror or reconciliation that would delete more than this share of the live "
+            "contacts stops until the count is confirmed in run config (mass-delete breaker)",
+        ),
+        Setting(
+            "CRM_GENESYS_FULL_SYNC_CHUNK_ROWS",
+            "50000",
+            _int_at_least(100),
+            "CRM rows per chunk of a full sync (two chunks at most are in memory at once)",
+        ),
+        Setting(
             "CRM_GENESYS_MAX_WINDOW_ATTEMPTS",
             "5",
             _int_at_least(1),

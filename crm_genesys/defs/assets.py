@@ -13,6 +13,7 @@ from crm_genesys.contacts.diff import diff
 from crm_genesys.contacts.keys import truthy
 from crm_genesys.contacts.normalize import NormalizationResult, normalize
 from crm_genesys.defs import checks, liveness
+from crm_genesys.defs.dry_run import preview_metadata
 from crm_genesys.defs.partitions import (
     first_window_start,
     sync_windows,
@@ -23,9 +24,17 @@ from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateRe
 from crm_genesys.sync.accounting import account
 from crm_genesys.sync.breakers import judge_clears
 from crm_genesys.sync.ownership import Ownership
+from crm_genesys.sync.preview import preview_window
 from crm_genesys.sync.window import bind_window_length, sync_window
 
 GROUP = "crm_to_genesys"
+
+
+class SyncConfig(dg.Config):
+    """Run config of `genesys_sync` (`ops: genesys_sync: config: ...` on `sync_job`)."""
+
+    dry_run: bool = False  # preview the window's changes; send nothing, record nothing
+    max_clear_reads: int = 1_000  # dry run: contacts read from Genesys to find clears
 
 
 @dg.asset(
@@ -143,9 +152,11 @@ def contact_changes(
     pool="genesys_api",
     deps=[contact_changes],
     check_specs=checks.SYNC_CHECK_SPECS,
+    output_required=False,
 )
 def genesys_sync(
     context: dg.AssetExecutionContext,
+    config: SyncConfig,
     normalized_contacts: NormalizationResult,
     crm: CrmResource,
     genesys: GenesysResource,
@@ -156,10 +167,47 @@ def genesys_sync(
 
     One run at a time syncs a window (a lease in the sync state). Under the lease the changes
     are diffed again against the state as it is now: what another run of the window did while
-    this one waited counts as unchanged here, never twice."""
+    this one waited counts as unchanged here, never twice.
+
+    A dry run (`dry_run: true`) records what the window would create, update, delete, clear
+    and quarantine as an observation (counts and masked samples) and does not materialize:
+    nothing is sent, the sync state is not changed."""
     window = context.partition_key
     run_id = context.run.run_id
     target = genesys.resolve()
+    if config.dry_run:
+        contacts = normalized_contacts.contacts
+        with state.store() as store:
+            changes = diff(contacts, store.snapshot(contacts["business_key"].tolist()))
+            preview = asyncio.run(
+                preview_window(
+                    target,
+                    store,
+                    crm.mapping(),
+                    normalized_contacts,
+                    changes,
+                    config.max_clear_reads,
+                )
+            )
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=context.asset_key,
+                partition=window,
+                metadata={
+                    **preview_metadata(preview, f"Window {window}"),
+                    "target": target.describe(),
+                },
+            )
+        )
+        context.log.info(f"dry run of window {window}: {preview.as_metadata()}")
+        # Check results are required of every run; a dry run sends nothing, so rejects nothing.
+        yield dg.AssetCheckResult(
+            check_name="dead_letters",
+            passed=True,
+            metadata={"dry_run": True, "dead_lettered": 0},
+            description=f"dry run of window {window}: nothing was sent",
+        )
+        return
     with state.store() as store:
         bind_window_length(store, window_name())
         holder = liveness.claim_window(context.instance, store, window, run_id)

@@ -1,38 +1,78 @@
-"""The reconciliation job: the sync state against what Genesys really holds, by a full scan.
+"""The reconciliation job: the sync state and the CRM against a full scan of Genesys, repairing
+Genesys on request (see `crm_genesys.sync.reconcile`).
 
-It catches what no CRM window shows: a contact deleted in Genesys by hand, a contact carrying our
-ExternalId that state does not know, a contact id that changed. With `repair`, state is corrected
-so that the next window's diff fixes Genesys through the normal exactly-once path.
+Without `repair` it is a dry run: the findings (contacts deleted or edited by hand, duplicates,
+unknown contacts) and a preview of what a repair would send, nothing sent, the state untouched.
+With `repair` the contacts are re-sent from the CRM's current rows through the sink, duplicates
+are deleted through the mass-delete breaker, and with `remove_unknown` so are contacts carrying
+our External Source that no CRM key explains. A scan costs one request per 200 contacts.
 """
 
 import asyncio
+from typing import Any
 
 import dagster as dg
 
+from crm_genesys import settings
+from crm_genesys.contacts.masking import mask_key
+from crm_genesys.defs.dry_run import preview_metadata
 from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
-from crm_genesys.sync.reconcile import ReconcileReport, reconcile
+from crm_genesys.sync.breakers import BreakerTripped
+from crm_genesys.sync.full import CrmChunks, check_target
+from crm_genesys.sync.reconcile import CONFIRM_KEY, ReconcileOptions, ReconcileReport, reconcile
+from crm_genesys.sync.window import bind_to_target, contact_schema_ref
 
 
 class ReconcileConfig(dg.Config):
-    repair: bool = False  # correct the state so that the next windows repair Genesys
-    remove_duplicates: bool = False  # delete extra contacts carrying one business key
+    repair: bool = False  # re-send from the CRM and resolve duplicates (else: dry run)
+    remove_unknown: bool = False  # with repair: delete contacts no CRM key explains
+    confirm_deletes: int = 0  # mass-delete breaker: the exact delete count, confirmed
+    chunk_rows: int = 0  # CRM rows per chunk; 0: CRM_GENESYS_FULL_SYNC_CHUNK_ROWS
+    max_clear_reads: int = 1_000  # dry run: contacts read to find fields a repair would clear
 
 
 async def _reconcile(
-    config: ReconcileConfig, crm: CrmResource, genesys: GenesysResource, state: SyncStateResource
+    config: ReconcileConfig,
+    crm: CrmResource,
+    genesys: GenesysResource,
+    state: SyncStateResource,
+    run_id: str,
 ) -> ReconcileReport:
     mapping = crm.mapping()
-    async with genesys.resolve().client() as client:
-        source_id = await client.ensure_external_source(
-            mapping.external_source.name, mapping.external_source.uri_template
-        )
-        with state.store() as store:
+    target = genesys.resolve()
+    options = ReconcileOptions(
+        repair=config.repair,
+        remove_unknown=config.remove_unknown,
+        confirm_deletes=config.confirm_deletes,
+        max_delete_share=float(settings.get("CRM_GENESYS_MAX_DELETE_SHARE")),
+        chunk_rows=config.chunk_rows or int(settings.get("CRM_GENESYS_FULL_SYNC_CHUNK_ROWS")),
+        max_clear_reads=config.max_clear_reads,
+    )
+    async with target.client() as client:
+        with state.store() as store, crm.source(mapping) as source:
+            chunks = CrmChunks(source, mapping, options.chunk_rows)
+            if options.repair:
+                await bind_to_target(client, target, store)
+                source_id = await client.ensure_external_source(
+                    mapping.external_source.name, mapping.external_source.uri_template
+                )
+                schema = await contact_schema_ref(
+                    client, mapping, push_if_missing=target.is_embedded
+                )
+            else:
+                await check_target(client, target, store)
+                found = await client.find_external_source(mapping.external_source.name)
+                if found is None:
+                    return ReconcileReport()  # nothing of ours in this org yet
+                source_id, schema = found, None
             return await reconcile(
                 client,
                 store,
+                chunks,
                 source_id=source_id,
-                repair=config.repair,
-                remove_duplicates=config.remove_duplicates,
+                options=options,
+                schema=schema,
+                run_id=run_id,
             )
 
 
@@ -44,24 +84,36 @@ def reconcile_genesys(
     genesys: GenesysResource,
     state: SyncStateResource,
 ) -> dg.Output[dict[str, int]]:
-    """One scan of Genesys compared with the sync state; findings as metadata."""
-    report = asyncio.run(_reconcile(config, crm, genesys, state))
+    """One scan of Genesys compared with the sync state and the CRM; findings as metadata."""
+    try:
+        report = asyncio.run(_reconcile(config, crm, genesys, state, context.run.run_id))
+    except BreakerTripped as exc:
+        raise dg.Failure(
+            description=str(exc),
+            metadata={**exc.verdict.as_metadata(), "confirm_with": CONFIRM_KEY},
+            allow_retries=False,
+        ) from None
     summary = report.as_metadata()
     verdict = "in parity" if report.in_parity else "drift found"
-    context.log.info(f"reconciliation: {verdict}: {summary}")
-    return dg.Output(
-        summary,
-        metadata={
-            **summary,
-            "in_parity": report.in_parity,
-            "sample_missing": report.missing[:20],
-            "sample_orphans": report.orphans[:20],
-            "sample_moved": report.moved[:20],
-        },
+    context.log.info(
+        f"reconciliation: {verdict}: {summary} (the scan cost {report.scan_requests} requests)"
     )
+    metadata: dict[str, Any] = {
+        **summary,
+        "in_parity": report.in_parity,
+        **{f"sample_{k}": [mask_key(key) for key in v] for k, v in report.samples.items()},
+    }
+    if report.preview is not None:
+        metadata.update(preview_metadata(report.preview, "Reconciliation repair"))
+    if report.sent.failed:
+        raise dg.Failure(
+            description=f"{report.sent.failed} repair(s) still fail after retries; re-run",
+            metadata=metadata,
+        )
+    return dg.Output(summary, metadata=metadata)
 
 
-@dg.job(description="Compare the sync state with a full scan of Genesys; repair on request.")
+@dg.job(description="The sync state and the CRM against a full scan of Genesys; repair on request.")
 def reconcile_job() -> None:
     reconcile_genesys()
 

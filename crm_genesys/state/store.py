@@ -13,6 +13,10 @@ Tables
 - `bindings`: what the state was built against (the Genesys org, the window length); a run
   against anything else is refused (`BindingMismatch`), so one org's state never drives another.
 - `window_leases`: the run that is syncing a window right now (one at a time per window).
+- `full_syncs`: one row per full sync: its start instant T0 (the cutover), how far it got (the
+  internal id after which the next chunk starts), its accumulated accounting, its status.
+- `full_sync_keys`: the business keys a full sync has seen in the CRM (the mirror's evidence:
+  a live state key that no chunk marked is gone from the CRM). Kept on disk, not in memory.
 
 Monotonic writes: a `contact_state` row is only overwritten by an equal or newer `crm_version`.
 The guard is part of the SQL statement itself (`ON CONFLICT ... DO UPDATE ... WHERE`), so two
@@ -25,6 +29,8 @@ keys wait for each other on PostgreSQL instead of deadlocking (which aborts one 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -141,6 +147,62 @@ window_leases = sa.Table(
     sa.Column("pid_started", sa.BigInteger, nullable=False),
     sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+
+full_syncs = sa.Table(
+    "full_syncs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    # T0: when the first attempt started; the windows from the one holding T0 - lookback on
+    # must run after it (rows modified while it read may have been read before their change).
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    # JSON of the internal id of the last row of the last completed chunk (null: none yet).
+    sa.Column("cursor", sa.Text, nullable=True),
+    sa.Column("chunks", sa.Integer, nullable=False, default=0),
+    # JSON of the accumulated accounting of the completed chunks.
+    sa.Column("counts", sa.Text, nullable=False, default="{}"),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_full_syncs_status", "status"),
+)
+
+full_sync_keys = sa.Table(
+    "full_sync_keys",
+    metadata,
+    sa.Column("sync_id", sa.String(64), primary_key=True),
+    sa.Column("business_key", sa.String(255), primary_key=True),
+)
+
+FULL_SYNC_RUNNING = "running"
+FULL_SYNC_DONE = "done"
+FULL_SYNC_ABANDONED = "abandoned"
+FULL_SYNC_DRY_RUN = "dry_run"
+
+
+@dataclass(frozen=True)
+class FullSyncProgress:
+    """A full sync as the state records it: `cursor` is the internal id after which the next
+    chunk starts (None: from the beginning); `counts` the accounting of completed chunks."""
+
+    id: str
+    started_at: dt.datetime
+    status: str
+    cursor: Any
+    chunks: int
+    counts: dict[str, int]
+    run_id: str | None
+    finished_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class LiveRow:
+    """A key the state holds live: its contact id and CRM version."""
+
+    business_key: str
+    contact_id: str
+    crm_version: int
 
 
 @dataclass(frozen=True)
@@ -582,6 +644,164 @@ class SyncStateStore:
             ).first()
         return None if row is None else _lease(row)
 
+    # ---------------------------------------------------------------- full syncs
+
+    def open_full_sync(
+        self,
+        run_id: str,
+        *,
+        restart: bool = False,
+        dry_run: bool = False,
+        now: dt.datetime | None = None,
+    ) -> FullSyncProgress:
+        """The unfinished full sync, to resume (now driven by `run_id`), or a new one whose T0 is
+        `now`. With `restart` an unfinished one is abandoned (its seen keys dropped) first. A
+        `dry_run` one is always new and never resumed (drop it with `drop_full_sync`)."""
+        with self.engine.begin() as conn:
+            row = (
+                None
+                if dry_run
+                else conn.execute(
+                    sa.select(full_syncs)
+                    .where(full_syncs.c.status == FULL_SYNC_RUNNING)
+                    .order_by(full_syncs.c.started_at.desc())
+                ).first()
+            )
+            if row is not None and restart:
+                self._abandon(conn, str(row.id))
+                row = None
+            if row is not None:
+                conn.execute(
+                    full_syncs.update()
+                    .where(full_syncs.c.id == row.id)
+                    .values(run_id=run_id, updated_at=_now())
+                )
+                sync_id = str(row.id)
+            else:
+                sync_id = uuid.uuid4().hex
+                moment = now or _now()
+                conn.execute(
+                    full_syncs.insert().values(
+                        id=sync_id,
+                        started_at=moment,
+                        status=FULL_SYNC_DRY_RUN if dry_run else FULL_SYNC_RUNNING,
+                        cursor=None,
+                        chunks=0,
+                        counts="{}",
+                        run_id=run_id,
+                        updated_at=moment,
+                    )
+                )
+        progress = self.full_sync(sync_id)
+        assert progress is not None
+        return progress
+
+    def _abandon(self, conn: Connection, sync_id: str) -> None:
+        conn.execute(
+            full_syncs.update()
+            .where(full_syncs.c.id == sync_id)
+            .values(status=FULL_SYNC_ABANDONED, updated_at=_now())
+        )
+        conn.execute(full_sync_keys.delete().where(full_sync_keys.c.sync_id == sync_id))
+
+    def full_sync(self, sync_id: str) -> FullSyncProgress | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(full_syncs).where(full_syncs.c.id == sync_id)).first()
+        return None if row is None else _full_sync(row)
+
+    def last_full_sync(self, status: str = FULL_SYNC_DONE) -> FullSyncProgress | None:
+        """The most recently started full sync with `status`, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(full_syncs)
+                .where(full_syncs.c.status == status)
+                .order_by(full_syncs.c.started_at.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else _full_sync(row)
+
+    def record_full_sync_chunk(
+        self, sync_id: str, *, cursor: Any, counts: dict[str, int], keys: Iterable[str]
+    ) -> None:
+        """One completed chunk, in one transaction: the keys it saw, where the next chunk
+        starts, and the accounting so far. A crash before it commits re-reads the chunk."""
+        with self.engine.begin() as conn:
+            self._mark_keys(conn, sync_id, keys)
+            conn.execute(
+                full_syncs.update()
+                .where(full_syncs.c.id == sync_id)
+                .values(
+                    cursor=json.dumps(cursor),
+                    chunks=full_syncs.c.chunks + 1,
+                    counts=json.dumps(counts, sort_keys=True),
+                    updated_at=_now(),
+                )
+            )
+
+    def _mark_keys(self, conn: Connection, sync_id: str, keys: Iterable[str]) -> None:
+        params = [{"sync_id": sync_id, "business_key": k} for k in sorted(set(keys))]
+        stmt = self._insert(full_sync_keys).on_conflict_do_nothing(
+            index_elements=[full_sync_keys.c.sync_id, full_sync_keys.c.business_key]
+        )
+        for chunk in _chunks(params, WRITE_CHUNK):
+            conn.execute(stmt, list(chunk))
+
+    def finish_full_sync(self, sync_id: str, counts: dict[str, int]) -> None:
+        """Mark the full sync done (its seen keys are dropped: the mirror has used them)."""
+        with self.engine.begin() as conn:
+            now = _now()
+            conn.execute(
+                full_syncs.update()
+                .where(full_syncs.c.id == sync_id)
+                .values(
+                    status=FULL_SYNC_DONE,
+                    counts=json.dumps(counts, sort_keys=True),
+                    updated_at=now,
+                    finished_at=now,
+                )
+            )
+            conn.execute(full_sync_keys.delete().where(full_sync_keys.c.sync_id == sync_id))
+
+    def drop_full_sync(self, sync_id: str) -> None:
+        """Forget a full sync entirely (a dry run's marks)."""
+        with self.engine.begin() as conn:
+            conn.execute(full_sync_keys.delete().where(full_sync_keys.c.sync_id == sync_id))
+            conn.execute(full_syncs.delete().where(full_syncs.c.id == sync_id))
+
+    def _unseen_live(self, sync_id: str) -> Any:
+        seen = (
+            sa.select(full_sync_keys.c.business_key)
+            .where(full_sync_keys.c.sync_id == sync_id)
+            .where(full_sync_keys.c.business_key == contact_state.c.business_key)
+        )
+        return (
+            contact_state.c.deleted.is_(False)
+            & contact_state.c.contact_id.is_not(None)
+            & ~sa.exists(seen)
+        )
+
+    def unseen_live(self, sync_id: str, *, after: str | None = None, limit: int) -> list[LiveRow]:
+        """Keys the state holds live that full sync `sync_id` did not see, in key order, the
+        first `limit` after `after` (keyset pages: memory bounded whatever the count)."""
+        stmt = sa.select(
+            contact_state.c.business_key, contact_state.c.contact_id, contact_state.c.crm_version
+        ).where(self._unseen_live(sync_id))
+        if after is not None:
+            stmt = stmt.where(contact_state.c.business_key > after)
+        stmt = stmt.order_by(contact_state.c.business_key).limit(limit)
+        with self.engine.connect() as conn:
+            return [
+                LiveRow(str(r.business_key), str(r.contact_id), int(r.crm_version))
+                for r in conn.execute(stmt)
+            ]
+
+    def count_unseen_live(self, sync_id: str) -> int:
+        stmt = (
+            sa.select(sa.func.count()).select_from(contact_state).where(self._unseen_live(sync_id))
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
     # ---------------------------------------------------------------- writes
 
     @contextmanager
@@ -835,6 +1055,24 @@ class SyncStateStore:
         ]
         for chunk in _chunks(params, WRITE_CHUNK):
             conn.execute(stmt, list(chunk))
+
+
+def _full_sync(row: Any) -> FullSyncProgress:
+    return FullSyncProgress(
+        id=str(row.id),
+        started_at=_aware(row.started_at),
+        status=str(row.status),
+        cursor=None if row.cursor is None else json.loads(row.cursor),
+        chunks=int(row.chunks),
+        counts={str(k): int(v) for k, v in json.loads(row.counts or "{}").items()},
+        run_id=row.run_id,
+        finished_at=None if row.finished_at is None else _aware(row.finished_at),
+    )
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes for timezone columns; they were written in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 def _lease(row: Any) -> WindowLease:

@@ -23,6 +23,7 @@ international format, so a slot whose number did not change keeps the contact's 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -112,6 +113,57 @@ class Ownership:
                 if self.owns_custom_field(k) and _filled(v)
             )
         return frozenset(names)
+
+    def view(self, contact: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The owned fields of `contact` (a Genesys contact or a payload we send), canonical
+        and without empty values, so that two views compare equal exactly when Genesys holds
+        what we send: text stripped, phones on `e164` with their extension (the server
+        reformats `display`), e-mails without case, only the owned address parts and custom
+        fields (what others wrote there is not ours to compare)."""
+        out: dict[str, Any] = {}
+        if not contact:
+            return out
+        for name in sorted(self.scalars):
+            _put(out, name, _canon(contact.get(name)))
+        for name in sorted(self.phones):
+            _put(out, name, _canon_phone(contact.get(name)))
+        for name in sorted(self.emails):
+            value = _canon(contact.get(name))
+            _put(out, name, value.lower() if isinstance(value, str) else value)
+        address = contact.get("address")
+        if isinstance(address, Mapping):
+            parts = {p: _canon(address.get(p)) for p in sorted(self.address)}
+            _put(out, "address", {p: v for p, v in parts.items() if v is not None} or None)
+        custom = contact.get("customFields")
+        if isinstance(custom, Mapping):
+            owned = {k: _canon(v) for k, v in custom.items() if self.owns_custom_field(k)}
+            _put(out, "customFields", {k: v for k, v in owned.items() if v is not None} or None)
+        return out
+
+
+def _put(out: dict[str, Any], name: str, value: Any) -> None:
+    if value is not None:
+        out[name] = value
+
+
+def _canon(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, bool | int | float):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _canon_phone(value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        return _canon(value)
+    number = _canon(value.get("e164") or value.get("display"))
+    ext = value.get("extension")
+    if number is None and ext in (None, ""):
+        return None
+    return (number, None if ext in (None, "") else str(ext))
 
 
 def _filled(value: object) -> bool:

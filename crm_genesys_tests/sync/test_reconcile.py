@@ -1,4 +1,6 @@
-"""Reconciliation: state against a full scan of Genesys; repairs the next diff completes."""
+"""Reconciliation that repairs, without Dagster: every kind of drift between the sync state, the
+CRM and what Genesys holds is found, a dry run changes nothing, and a repair leaves Genesys equal
+to the CRM through the sink."""
 
 from __future__ import annotations
 
@@ -7,74 +9,77 @@ from pathlib import Path
 
 import pytest
 
-from crm_genesys.state.store import StateWrite, SyncStateStore
-from crm_genesys.sync.reconcile import reconcile
-from crm_genesys.sync.sink import apply_changes
-from crm_genesys_tests.sync.fake_api import FakeContactsApi
-from crm_genesys_tests.sync.helpers import body_for, canonical, diff_against_state
-
-SOURCE = "src-crm"
+from crm_genesys.state.store import StateWrite, contact_state
+from crm_genesys.sync.breakers import BreakerTripped
+from crm_genesys.sync.full import CrmChunks
+from crm_genesys.sync.reconcile import ReconcileOptions, ReconcileReport, reconcile
+from crm_genesys.sync.window import contact_schema_ref
+from crm_genesys_tests.sync.test_full_sync import CHUNK, Rig
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SyncStateStore:
-    s = SyncStateStore(f"sqlite:///{tmp_path / 'state.sqlite'}")
-    s.create_all()
-    return s
+def rig(tmp_path: Path) -> Rig:
+    rig = Rig(tmp_path, rows=600)
+    rig.run()
+    return rig
 
 
-def add_raw(api: FakeContactsApi, key: str, source: str = SOURCE) -> str:
-    ext = [{"externalSource": {"id": source}, "value": key}]
-    (result,) = asyncio.run(api.bulk_add([{**body_for(key, 1), "externalIds": ext}]))
-    assert result.contact_id is not None
-    return result.contact_id
+def run(rig: Rig, **options: object) -> ReconcileReport:
+    async def go() -> ReconcileReport:
+        async with rig.target.client() as client:
+            source_id = await client.ensure_external_source(rig.mapping.external_source.name)
+            schema = await contact_schema_ref(client, rig.mapping, push_if_missing=True)
+            with rig.source() as source:
+                return await reconcile(
+                    client,
+                    rig.store,
+                    CrmChunks(source, rig.mapping, CHUNK),
+                    source_id=source_id,
+                    options=ReconcileOptions(**options),  # type: ignore[arg-type]
+                    schema=schema,
+                )
+
+    return asyncio.run(go())
 
 
-def test_reconcile_finds_and_repairs_every_kind_of_drift(store: SyncStateStore) -> None:
-    api = FakeContactsApi()
-    wanted = {k: (1, canonical(body_for(k, 1))) for k in "ABCDE"}
-    asyncio.run(
-        apply_changes(diff_against_state(store, wanted), api, store, source_id=SOURCE, window="w")
+def test_every_kind_of_drift_is_found_and_repaired_through_the_sink(rig: Rig) -> None:
+    held = rig.genesys()
+    keys = sorted(held)
+    emulator = rig.emulator
+    emulator.delete_contact(held[keys[0]]["id"])  # deleted by an agent
+    body = {k: v for k, v in held[keys[1]].items() if k != "workEmail"}
+    emulator.update_contact(held[keys[1]]["id"], {**body, "lastName": "Hand"})  # edited
+    twin = {"firstName": "Twin", "externalIds": held[keys[2]]["externalIds"]}
+    emulator.create_contact(twin)  # a duplicate of keys[2]
+    # The state lost a key (its contact is still there) and names a wrong id for another.
+    with rig.store.engine.begin() as conn:
+        conn.execute(contact_state.delete().where(contact_state.c.business_key == keys[3]))
+    version = int(rig.store.snapshot([keys[4]]).crm_version.iloc[0])
+    rig.store.record_updated([StateWrite(keys[4], "not-an-id", "", version)])
+    source = held[keys[5]]["externalIds"][0]["externalSource"]
+    emulator.create_contact(
+        {"lastName": "Ghost", "externalIds": [{"externalSource": source, "value": "AC-7777777"}]}
     )
-    snap = store.snapshot().set_index("business_key")
-    api.contacts.pop(snap.loc["A", "contact_id"])  # deleted in Genesys by an agent
-    orphan = add_raw(api, "F")  # created with our ExternalId outside the sync
-    dup = add_raw(api, "B")  # a duplicate of B
-    api.contacts.pop(snap.loc["C", "contact_id"])
-    moved = add_raw(api, "C")  # C re-created under another id
-    add_raw(api, "G", source="someone-else")  # not ours: ignored
+    state_before = rig.store.snapshot().sort_values("business_key").reset_index(drop=True)
+    contacts_before = emulator.all_contacts()
 
-    report = asyncio.run(reconcile(api, store, source_id=SOURCE))
-    assert (report.scanned, report.ours, report.matched) == (7, 6, 3)
-    assert (report.missing, report.orphans, report.moved) == (["A"], ["F"], ["C"])
-    assert report.duplicates == {"B": sorted([snap.loc["B", "contact_id"], dup])}
-    assert not report.in_parity and report.repaired == 0
-    assert len(store.snapshot()) == 5  # nothing written without repair
+    found = run(rig)  # a dry run
+    counts = found.counts
+    assert (counts.get("missing"), counts.get("edited"), counts.get("duplicates")) == (1, 1, 1)
+    assert (counts.get("adopted"), counts.get("moved"), counts.get("unknown")) == (1, 1, 1)
+    assert found.preview is not None and found.preview.counts["create"] == 1
+    assert found.scan_requests >= 1 and found.scanned == len(contacts_before)
+    assert emulator.all_contacts() == contacts_before
+    after = rig.store.snapshot().sort_values("business_key").reset_index(drop=True)
+    assert after.equals(state_before)
 
-    report = asyncio.run(
-        reconcile(api, store, source_id=SOURCE, repair=True, remove_duplicates=True)
-    )
-    assert report.repaired == 3 and report.duplicates_removed == 1
-    assert dup not in api.contacts
-    snap = store.snapshot().set_index("business_key")
-    assert bool(snap.loc["A", "deleted"])
-    assert snap.loc["F", "contact_id"] == orphan and snap.loc["C", "contact_id"] == moved
-
-    # The next window (CRM: F is a tombstone, everything else live) restores exact parity.
-    wanted["F"] = (1, None)
-    asyncio.run(
-        apply_changes(diff_against_state(store, wanted), api, store, source_id=SOURCE, window="w2")
-    )
-    final = asyncio.run(reconcile(api, store, source_id=SOURCE))
-    assert final.in_parity and final.matched == 5
-    held = api.by_external_id(SOURCE)
-    assert sorted(held) == list("ABCDE")
-    assert all(c[0]["lastName"] == "v1" for c in held.values())
-
-
-def test_reconcile_of_a_parity_org_is_clean(store: SyncStateStore) -> None:
-    api = FakeContactsApi()
-    cid = add_raw(api, "A")
-    store.record_created([StateWrite("A", cid, "h", 1)])
-    report = asyncio.run(reconcile(api, store, source_id=SOURCE, repair=True))
-    assert report.in_parity and report.repaired == 0 and report.matched == 1
+    # Deletes over the breaker's share need the exact count confirmed; the re-sends (not
+    # destructive) are done before the refusal, and not again.
+    with pytest.raises(BreakerTripped, match="would delete 2 of"):
+        run(rig, repair=True, remove_unknown=True, max_delete_share=0.0)
+    assert len(emulator.all_contacts()) == len(contacts_before) + 1  # the deleted one is back
+    repaired = run(rig, repair=True, remove_unknown=True, max_delete_share=0.0, confirm_deletes=2)
+    assert repaired.sent.created == 0 and repaired.removed == 2
+    rig.assert_exact()
+    assert held[keys[1]]["lastName"] == rig.genesys()[keys[1]].get("lastName")
+    assert run(rig).in_parity
