@@ -231,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run a command. Configuration mistakes end in one plain sentence on stderr and exit 2,
     never in a traceback; anything else is a bug and keeps its traceback."""
     from crm_genesys.contacts.mapping import MappingError
+    from crm_genesys.crm.errors import CrmError
     from crm_genesys.defs.partitions import WindowKeyError
     from crm_genesys.genesys.errors import ConfigurationError, GenesysError
     from crm_genesys.settings import SettingError
@@ -239,7 +240,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (SettingError, MappingError, WindowKeyError, TargetMismatch, ConfigurationError) as exc:
+    except (
+        SettingError,
+        MappingError,
+        CrmError,
+        WindowKeyError,
+        TargetMismatch,
+        ConfigurationError,
+    ) as exc:
         print(f"crm-genesys {args.command}: {exc}", file=sys.stderr)
         return 2
     except (GenesysError, ContactSchemaMissing, UnknownDivision) as exc:

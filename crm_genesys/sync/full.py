@@ -48,6 +48,7 @@ import sqlalchemy as sa
 from crm_genesys.contacts.diff import CHANGE_COLUMNS, diff
 from crm_genesys.contacts.mapping import Mapping
 from crm_genesys.contacts.normalize import NormalizationResult, normalize
+from crm_genesys.crm.errors import MissingColumnsError
 from crm_genesys.crm.source import SqlCrmSource
 from crm_genesys.genesys.client import GenesysClient
 from crm_genesys.genesys.target import GenesysTarget
@@ -66,10 +67,6 @@ from crm_genesys.sync.window import (
 COUNT_NAMES = ("extracted", *BUCKETS, "failed", "writes", "requests")
 MIRROR_PAGE = 5_000
 MIRROR_CONFIRM_KEY = "confirm_deletes"
-
-
-class CrmColumnsMissing(RuntimeError):
-    """A column the mapping reads is absent from the CRM table: nothing is read or sent."""
 
 
 class FullSyncIncomplete(RuntimeError):
@@ -112,11 +109,9 @@ class CrmChunks:
         present = source.columns()
         missing = [c for c in mapping.source_columns() if c not in present]
         if missing:
-            uses = mapping.column_uses()
-            named = "; ".join(f"{c} ({', '.join(uses.get(c, []))})" for c in missing)
-            raise CrmColumnsMissing(
-                f"the CRM table {mapping.source.table!r} has no column {named}: fix the mapping "
-                "(or the table) before a full sync; nothing was read or sent"
+            uses = mapping.column_locations()
+            raise MissingColumnsError(
+                mapping.source.table, {c: uses.get(c, []) for c in missing}, present
             )
         self.names = [c for c in present if c in set(mapping.source_columns())]
 

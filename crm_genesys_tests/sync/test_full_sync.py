@@ -16,13 +16,13 @@ import pytest
 from crm_genesys import settings
 from crm_genesys.contacts.mapping import load_mapping
 from crm_genesys.crm.demo import generate_demo_crm
+from crm_genesys.crm.errors import MissingColumnsError
 from crm_genesys.crm.source import SqlCrmSource
 from crm_genesys.genesys.target import GenesysTarget, embedded_app
 from crm_genesys.state.store import SyncStateStore
 from crm_genesys.sync.breakers import BreakerTripped
 from crm_genesys.sync.full import (
     CrmChunks,
-    CrmColumnsMissing,
     FullSyncOptions,
     FullSyncResult,
     Progress,
@@ -221,7 +221,7 @@ def test_a_dry_run_sends_nothing_and_leaves_the_state_as_it_was(rig: Rig) -> Non
 def test_a_mapped_column_missing_from_the_crm_stops_before_anything_is_read(rig: Rig) -> None:
     with sqlite3.connect(rig.crm_path) as conn:
         conn.execute("ALTER TABLE contacts RENAME COLUMN mobile_phone TO cell")
-    with pytest.raises(CrmColumnsMissing, match="mobile_phone"):
+    with pytest.raises(MissingColumnsError, match="mobile_phone"):
         rig.run()
     assert rig.writes_seen() == 0
 
