@@ -11,23 +11,34 @@ from crm_genesys import settings
 from crm_genesys.contacts.diff import diff
 from crm_genesys.contacts.keys import truthy
 from crm_genesys.contacts.normalize import NormalizationResult, normalize
-from crm_genesys.defs import checks, liveness
+from crm_genesys.defs import checks, liveness, review
 from crm_genesys.defs.partitions import sync_windows, window_bounds, window_name
 from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
+from crm_genesys.defs.storage import FrameStore
 from crm_genesys.sync.accounting import account
 from crm_genesys.sync.breakers import judge_clears
 from crm_genesys.sync.ownership import Ownership
+from crm_genesys.sync.screenpop import PHONE_SLOTS, check_screen_pops, sample_numbers
 from crm_genesys.sync.window import bind_window_length, sync_window
 
 GROUP = "crm_to_genesys"
+OWNERS = list(settings.get("CRM_GENESYS_OWNERS"))
 
 
-@dg.asset(partitions_def=sync_windows, group_name=GROUP, kinds={"sql", "pandas"})
+@dg.asset(
+    partitions_def=sync_windows,
+    group_name=GROUP,
+    kinds={"sql", "pandas"},
+    owners=OWNERS,
+    description=(
+        "CRM rows modified in the window (plus the lookback), one row per record version, "
+        "tombstones included; only the columns the mapping reads (denied columns are never "
+        "read). Kept as Parquet until the window succeeds."
+    ),
+)
 def crm_contacts(
     context: dg.AssetExecutionContext, crm: CrmResource, genesys: GenesysResource
 ) -> dg.Output[pd.DataFrame]:
-    """CRM rows modified in the window (plus the lookback), one row per record version,
-    tombstones included; only the columns the mapping reads (denied columns are never read)."""
     # Where this run would write is settled first: a half-configured Genesys fails here,
     # before the CRM is read, naming what is missing.
     target = genesys.resolve()
@@ -37,6 +48,10 @@ def crm_contacts(
         frame = source.extract(start - crm.lookback, end, mapping.source_columns())
     deleted = mapping.source.deleted_column
     tombstones = int(truthy(frame[deleted]).sum()) if deleted in frame else 0
+    context.log.info(
+        f"window {context.partition_key}: {len(frame):,} CRM row(s) read, "
+        f"{tombstones:,} tombstone(s), from {crm.describe()}"
+    )
     return dg.Output(
         frame,
         metadata={
@@ -55,21 +70,36 @@ def crm_contacts(
     partitions_def=sync_windows,
     group_name=GROUP,
     kinds={"pandas", "pandera"},
+    owners=OWNERS,
     check_specs=checks.NORMALIZED_CHECK_SPECS,
+    metadata={"dagster/column_schema": review.normalized_column_schema()},
+    description=(
+        "Contacts as Genesys needs them (E.164 phones, valid e-mails, typed custom fields, "
+        "stable business keys, content hashes), one row per business key, validated by the "
+        "pandera model `NormalizedContacts`; rows that cannot sync are quarantined with a "
+        "reason (samples in the metadata and the quarantine_rate check)."
+    ),
 )
 def normalized_contacts(
     context: dg.AssetExecutionContext, crm_contacts: pd.DataFrame, crm: CrmResource
 ):
-    """Contacts as Genesys needs them (E.164 phones, valid e-mails, typed custom fields, stable
-    business keys, content hashes), validated by the pandera model; rows that cannot sync are
-    quarantined with a reason."""
     mapping = crm.mapping()
     result = normalize(crm_contacts, mapping)
+    context.log.info(
+        f"window {context.partition_key}: {len(result.contacts):,} contact(s), "
+        f"{len(result.quarantine):,} quarantined, {result.superseded:,} superseded"
+    )
     yield dg.Output(result, metadata=checks.normalization_metadata(result))
-    # Drift and denied columns are judged on the CRM table itself, not on what was read.
+    # Drift is judged on the CRM table itself; denied columns on what the extract read.
     with crm.source(mapping) as source:
         crm_columns = source.columns()
-    yield from checks.normalized_check_results(result, crm_columns, mapping)
+    yield from checks.normalized_check_results(
+        result,
+        crm_columns,
+        [str(c) for c in crm_contacts.columns],
+        mapping,
+        context.partition_key,
+    )
 
 
 class ChangesConfig(dg.Config):
@@ -84,7 +114,15 @@ class ChangesConfig(dg.Config):
     partitions_def=sync_windows,
     group_name=GROUP,
     kinds={"pandas"},
+    owners=OWNERS,
     check_specs=checks.CHANGES_CHECK_SPECS,
+    metadata={"dagster/column_schema": review.changes_column_schema()},
+    description=(
+        "What Genesys must be told: creates, updates and deletes against the sync state; "
+        "unchanged and stale rows dropped. Updates that would clear a field on many contacts "
+        "stop here (the mass-clear breaker, a blocking check) until a person confirms them in "
+        "run config (ops.contact_changes.config.confirm_clears)."
+    ),
 )
 def contact_changes(
     context: dg.AssetExecutionContext,
@@ -93,9 +131,6 @@ def contact_changes(
     crm: CrmResource,
     state: SyncStateResource,
 ):
-    """What Genesys must be told: creates, updates and deletes against the sync state; unchanged
-    and stale rows dropped. Updates that would clear a field on many contacts stop here (the
-    mass-clear breaker, a blocking check) until a person confirms them in run config."""
     contacts = normalized_contacts.contacts
     with state.store() as store:
         changes = diff(contacts, store.snapshot(contacts["business_key"].tolist()))
@@ -111,6 +146,10 @@ def contact_changes(
         config_key="ops.contact_changes.config.confirm_clears",
     )
     ops = changes.changes["op"].value_counts().to_dict() if len(changes.changes) else {}
+    context.log.info(
+        f"window {context.partition_key}: {len(changes.changes):,} change(s) to send "
+        f"({ops}), {changes.unchanged:,} unchanged, {changes.stale:,} stale"
+    )
     yield dg.Output(
         changes,
         metadata={
@@ -129,9 +168,16 @@ def contact_changes(
     partitions_def=sync_windows,
     group_name=GROUP,
     kinds={"genesys"},
+    owners=OWNERS,
     pool="genesys_api",
     deps=[contact_changes],
     check_specs=checks.SYNC_CHECK_SPECS,
+    description=(
+        "Genesys External Contacts brought in line with the window: bulk writes, paced to the "
+        "rate budget, exactly once. Materializes only when every CRM row of the window is "
+        "accounted for (extracted = created + updated + deleted + unchanged + stale + "
+        "quarantined + dead_lettered); a summary in markdown and the same figures every time."
+    ),
 )
 def genesys_sync(
     context: dg.AssetExecutionContext,
@@ -139,16 +185,16 @@ def genesys_sync(
     crm: CrmResource,
     genesys: GenesysResource,
     state: SyncStateResource,
+    frames: FrameStore,
 ):
-    """Genesys External Contacts brought in line with the window: bulk writes, paced to the rate
-    budget, exactly once. Materializes only when every CRM row of the window is accounted for.
-
-    One run at a time syncs a window (a lease in the sync state). Under the lease the changes
+    """One run at a time syncs a window (a lease in the sync state). Under the lease the changes
     are diffed again against the state as it is now: what another run of the window did while
-    this one waited counts as unchanged here, never twice."""
+    this one waited counts as unchanged here, never twice. After the writes, a sample of the
+    window's contacts is looked up as a screen pop does; then the window's frames are removed."""
     window = context.partition_key
     run_id = context.run.run_id
     target = genesys.resolve()
+    mapping = crm.mapping()
     with state.store() as store:
         bind_window_length(store, window_name())
         holder = liveness.claim_window(context.instance, store, window, run_id)
@@ -165,21 +211,67 @@ def genesys_sync(
         try:
             contacts = normalized_contacts.contacts
             changes = diff(contacts, store.snapshot(contacts["business_key"].tolist()))
-            report = asyncio.run(sync_window(changes, crm.mapping(), store, window, target))
+            context.log.info(f"window {window}: sending {len(changes.changes):,} change(s)")
+            report = asyncio.run(
+                sync_window(changes, mapping, store, window, target, progress=context.log.info)
+            )
         finally:
             store.release_window(window, run_id)
+        store.stamp_dead_letters(window, crm.mapping_hash())
+        cleared = store.clear_resolved_dead_letters()
+        letters, all_letters = store.dead_letter_summary(window), store.dead_letter_summary()
+        live = store.snapshot(contacts["business_key"].tolist())
     summary = account(window, normalized_contacts, changes, report)
-    metadata = {**checks.summary_metadata(summary), "target": target.describe()}
+    budget = target.settings.rate_limit_per_minute
     if not summary.done:
         # The watermark: the window stays unmaterialized until a re-run accounts for every row.
         raise dg.Failure(
             description=(
-                f"{summary.failed} change(s) still failing after retries; "
+                f"window {window}: {summary.failed} change(s) still failing after retries; "
                 "the window will be re-run and will only send what is missing."
                 if summary.failed
-                else "rows of this window are unaccounted for"
+                else f"window {window}: rows are unaccounted for"
             ),
-            metadata=metadata,
+            metadata=review.sync_metadata(
+                summary,
+                budget_per_minute=budget,
+                target=target.describe(),
+                dead_letters_cleared=cleared,
+            ),
         )
+    sample_size = int(settings.get("CRM_GENESYS_SCREENPOP_SAMPLE"))
+    numbers = sample_numbers(_screen_pop_rows(contacts, live), PHONE_SLOTS, sample_size)
+    screen_pop, pop_client = asyncio.run(
+        check_screen_pops(target, mapping.external_source.name, numbers)
+    )
+    metadata = review.sync_metadata(
+        summary,
+        budget_per_minute=budget,
+        target=target.describe(),
+        screen_pop=screen_pop,
+        screen_pop_client=pop_client,
+        dead_letters_cleared=cleared,
+    )
+    context.log.info(
+        f"window {window}: synced; {metadata['requests']} request(s), "
+        f"{len(screen_pop.verdicts)} number(s) looked up as screen pops"
+    )
     yield dg.MaterializeResult(metadata=metadata)
-    yield from checks.sync_check_results(summary)
+    yield from checks.sync_check_results(summary, letters, all_letters, screen_pop, sample_size)
+    removed = frames.after_success(window)
+    context.log.info(f"window {window}: {removed} intermediate frame output(s) removed")
+
+
+def _screen_pop_rows(contacts: pd.DataFrame, state: pd.DataFrame) -> list[dict]:
+    """The window's live contacts that state holds live, with their contact id and phones, in
+    a stable pseudo-random order (by content hash), for the screen-pop sample."""
+    live = state[~state["deleted"].astype(bool) & state["contact_id"].notna()]
+    held = dict(zip(live["business_key"], live["contact_id"], strict=True))
+    rows = contacts[~contacts["is_deleted"].to_numpy(dtype=bool)]
+    rows = rows[rows["business_key"].isin(held.keys()) & rows[list(PHONE_SLOTS)].notna().any(axis=1)]
+    rows = rows.sort_values("content_hash").head(int(settings.get("CRM_GENESYS_SCREENPOP_SAMPLE")))
+    out = []
+    for row in rows[["business_key", *PHONE_SLOTS]].to_dict("records"):
+        row["contact_id"] = held[row["business_key"]]
+        out.append(row)
+    return out

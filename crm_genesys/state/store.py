@@ -522,22 +522,34 @@ class SyncStateStore:
             return int(conn.execute(stmt).rowcount or 0)
 
     def due_dead_letters(self, mapping_hash: str) -> dict[str, list[str]]:
-        """Windows whose letters are due for a retry, with why: a person asked, or the letter
-        was built with another mapping than `mapping_hash`. Window -> sorted reasons."""
+        """Windows whose letters are due for a retry, with why: `requested:<epoch>` (a person
+        asked, latest at that time) and/or `mapping_changed` (a letter was built with another
+        mapping than `mapping_hash`). Window -> sorted reasons."""
         asked = dead_letters.c.retry_requested_at.is_not(None)
         remapped = sa.and_(
             dead_letters.c.mapping_hash.is_not(None), dead_letters.c.mapping_hash != mapping_hash
         )
-        stmt = sa.select(dead_letters.c["window"], asked.label("asked"), remapped.label("remapped"))
-        due: dict[str, set[str]] = {}
+        stmt = sa.select(
+            dead_letters.c["window"], dead_letters.c.retry_requested_at, remapped.label("remapped")
+        ).where(sa.or_(asked, remapped))
+        latest: dict[str, dt.datetime] = {}
+        changed: set[str] = set()
         with self.engine.connect() as conn:
-            for window, was_asked, was_remapped in conn.execute(stmt.where(sa.or_(asked, remapped))):
-                why = due.setdefault(str(window), set())
-                if was_asked:
-                    why.add("requested")
+            for window, requested_at, was_remapped in conn.execute(stmt):
+                if requested_at is not None:
+                    seen = latest.get(str(window))
+                    latest[str(window)] = requested_at if seen is None else max(seen, requested_at)
                 if was_remapped:
-                    why.add("mapping_changed")
-        return {w: sorted(r) for w, r in sorted(due.items())}
+                    changed.add(str(window))
+        due: dict[str, list[str]] = {}
+        for window in sorted(set(latest) | changed):
+            why = ["mapping_changed"] if window in changed else []
+            if window in latest:
+                when = latest[window]
+                when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+                why.append(f"requested:{when.timestamp():.0f}")
+            due[window] = sorted(why)
+        return due
 
     def dead_letter_summary(self, window: str | None = None) -> pd.DataFrame:
         """Letters grouped by operation, status and error code (all, or one window's): columns
