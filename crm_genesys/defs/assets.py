@@ -4,6 +4,7 @@ plain packages (`crm`, `contacts`, `state`, `sync`) so that it is tested without
 import asyncio
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -240,7 +241,8 @@ def genesys_sync(
             ),
         )
     sample_size = int(settings.get("CRM_GENESYS_SCREENPOP_SAMPLE"))
-    numbers = sample_numbers(_screen_pop_rows(contacts, live), PHONE_SLOTS, sample_size)
+    rows = _screen_pop_rows(contacts, live, changes.changes, sample_size)
+    numbers = sample_numbers(rows, PHONE_SLOTS, sample_size)
     screen_pop, pop_client = asyncio.run(
         check_screen_pops(target, mapping.external_source.name, numbers)
     )
@@ -262,16 +264,32 @@ def genesys_sync(
     context.log.info(f"window {window}: {removed} intermediate frame output(s) removed")
 
 
-def _screen_pop_rows(contacts: pd.DataFrame, state: pd.DataFrame) -> list[dict]:
-    """The window's live contacts that state holds live, with their contact id and phones, in
-    a stable pseudo-random order (by content hash), for the screen-pop sample."""
+def _screen_pop_rows(
+    contacts: pd.DataFrame, state: pd.DataFrame, changes: pd.DataFrame, size: int
+) -> list[dict]:
+    """Up to `size` contacts this run created or updated that now hold their content in state,
+    with their contact id and phones, in a stable pseudo-random order (by content hash). A run
+    that wrote nothing looks nothing up: a re-run of many windows costs no lookups."""
+    written = set(changes.loc[changes["op"].isin(["create", "update"]), "business_key"])
     live = state[~state["deleted"].astype(bool) & state["contact_id"].notna()]
-    held = dict(zip(live["business_key"], live["contact_id"], strict=True))
-    rows = contacts[~contacts["is_deleted"].to_numpy(dtype=bool)]
-    rows = rows[rows["business_key"].isin(held.keys()) & rows[list(PHONE_SLOTS)].notna().any(axis=1)]
-    rows = rows.sort_values("content_hash").head(int(settings.get("CRM_GENESYS_SCREENPOP_SAMPLE")))
+    held = {
+        key: (contact_id, content_hash)
+        for key, contact_id, content_hash in zip(
+            live["business_key"], live["contact_id"], live["content_hash"], strict=True
+        )
+        if key in written
+    }
+    rows = contacts[contacts["business_key"].isin(held.keys())]
+    rows = rows[rows[list(PHONE_SLOTS)].notna().any(axis=1)]
+    same = [held[k][1] == h for k, h in zip(rows["business_key"], rows["content_hash"], strict=True)]
+    rows = rows[np.array(same, dtype=bool)]
     out = []
-    for row in rows[["business_key", *PHONE_SLOTS]].to_dict("records"):
-        row["contact_id"] = held[row["business_key"]]
-        out.append(row)
+    for row in rows.sort_values("content_hash").head(size).to_dict("records"):
+        out.append(
+            {
+                "business_key": row["business_key"],
+                "contact_id": held[row["business_key"]][0],
+                **{column: row[column] for column in PHONE_SLOTS},
+            }
+        )
     return out

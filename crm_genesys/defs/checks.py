@@ -99,7 +99,7 @@ SYNC_CHECK_SPECS = [
         "screen_pop_ready",
         asset=SYNC,
         description=(
-            "A sample of the window's contacts looked up as a CTI screen pop does (identifier "
+            "A sample of the contacts this run wrote, looked up as a CTI screen pop does (identifier "
             "lookup by Phone, reverse lookup), from every form a caller may dial: each finds "
             "exactly its contact. Shared numbers are listed with every key."
         ),
@@ -225,7 +225,7 @@ def screen_pop_result(
         why = (
             "CRM_GENESYS_SCREENPOP_SAMPLE is 0"
             if sample_size == 0
-            else "no synced contact of the window holds a phone"
+            else "this run created or updated no contact with a phone"
         )
         return dg.AssetCheckResult(
             asset_key=SYNC,
