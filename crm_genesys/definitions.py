@@ -10,7 +10,7 @@ from crm_genesys.defs.automation import retry_failed_windows, sync_job, sync_sch
 from crm_genesys.defs.dead_letters import dead_letters_job, drain_dead_letters
 from crm_genesys.defs.reconciliation import reconcile_job, reconcile_schedule
 from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
-from crm_genesys.defs.storage import FrameStore, FramesIOManager
+from crm_genesys.defs.storage import FramesIOManager, FrameStore
 
 
 def frame_resources(frames: FrameStore | None = None) -> dict[str, Any]:

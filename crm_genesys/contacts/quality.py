@@ -58,7 +58,10 @@ def e164_coverage(result: NormalizationResult, min_coverage: float = 0.8) -> Qua
         for reason, found in sorted(r.phones_dropped_samples.items())
         for sample in found
     ]
-    slots = [{"slot": slot, **{k: int(v) for k, v in stats.items()}} for slot, stats in r.phones_by_slot.items()]
+    slots = [
+        {"slot": slot, **{k: int(v) for k, v in stats.items()}}
+        for slot, stats in r.phones_by_slot.items()
+    ]
     slot_columns = ("slot", *sorted({k for row in slots for k in row if k != "slot"}))
     return QualityFact(
         name="e164_coverage",
@@ -118,7 +121,9 @@ def quarantine_samples(quarantine: pd.DataFrame, per_reason: int = _SAMPLES) -> 
     rows = [
         {
             "reason": str(row.reason),
-            "business_key_masked": mask_key(row.business_key) if isinstance(row.business_key, str) else "",
+            "business_key_masked": mask_key(row.business_key)
+            if isinstance(row.business_key, str)
+            else "",
             "crm_id": str(row.crm_id),
             "detail": str(row.detail),
         }
@@ -198,7 +203,9 @@ def identifier_collisions(contacts: pd.DataFrame) -> QualityFact:
     for (kind, value), keys in per_value.head(_SAMPLES).items():
         masked = mask_phone(value) if kind == "phone" else mask_email(value)
         shown = ", ".join(mask_key(k) for k in sorted(keys)[:_SAMPLES])
-        samples.append({"kind": kind, "value_masked": masked, "keys": len(keys), "business_keys_masked": shown})
+        samples.append(
+            {"kind": kind, "value_masked": masked, "keys": len(keys), "business_keys_masked": shown}
+        )
     by_kind = (
         {str(k): int(v) for k, v in per_value.index.get_level_values(0).value_counts().items()}
         if n_values
@@ -209,8 +216,7 @@ def identifier_collisions(contacts: pd.DataFrame) -> QualityFact:
         passed=True,
         severity="WARN",
         description=(
-            f"{n_values} phone/e-mail value(s) shared by more than one business key "
-            "(informational)"
+            f"{n_values} phone/e-mail value(s) shared by more than one business key (informational)"
         ),
         metadata={
             "shared_values": n_values,
@@ -247,11 +253,11 @@ def all_facts(
 __all__ = [
     "QualityFact",
     "Rows",
-    "quarantine_samples",
     "all_facts",
     "denied_columns_seen",
     "e164_coverage",
     "identifier_collisions",
     "quarantine_rate",
+    "quarantine_samples",
     "schema_drift",
 ]

@@ -281,7 +281,9 @@ def _screen_pop_rows(
     }
     rows = contacts[contacts["business_key"].isin(held.keys())]
     rows = rows[rows[list(PHONE_SLOTS)].notna().any(axis=1)]
-    same = [held[k][1] == h for k, h in zip(rows["business_key"], rows["content_hash"], strict=True)]
+    same = [
+        held[k][1] == h for k, h in zip(rows["business_key"], rows["content_hash"], strict=True)
+    ]
     rows = rows[np.array(same, dtype=bool)]
     out = []
     for row in rows.sort_values("content_hash").head(size).to_dict("records"):

@@ -184,9 +184,7 @@ def window_history(instance: dg.DagsterInstance, window: str, policy: RetryPolic
             busy = True
             continue
         if run.status == dg.DagsterRunStatus.SUCCESS:
-            return WindowHistory(
-                window, failures, last_at, last_id, busy, failures == 0, noted
-            )
+            return WindowHistory(window, failures, last_at, last_id, busy, failures == 0, noted)
         if run.status == dg.DagsterRunStatus.FAILURE:
             failures += 1
             if last_at is None:

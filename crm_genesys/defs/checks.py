@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-
 import pandas as pd
 
 from crm_genesys import settings
@@ -99,8 +98,9 @@ SYNC_CHECK_SPECS = [
         "screen_pop_ready",
         asset=SYNC,
         description=(
-            "A sample of the contacts this run wrote, looked up as a CTI screen pop does (identifier "
-            "lookup by Phone, reverse lookup), from every form a caller may dial: each finds "
+            "A sample of the contacts this run wrote, looked up as a CTI screen pop does "
+            "(identifier lookup by Phone, reverse lookup), from every form a caller may dial: "
+            "each finds "
             "exactly its contact. Shared numbers are listed with every key."
         ),
     ),
@@ -132,9 +132,7 @@ def _result(asset: dg.AssetKey, fact: Any, window: str) -> dg.AssetCheckResult:
 
 def normalization_metadata(result: NormalizationResult) -> dict[str, Any]:
     """The same keys on every materialization; reasons and samples as tables."""
-    reasons = (
-        result.quarantine["reason"].value_counts().to_dict() if len(result.quarantine) else {}
-    )
+    reasons = result.quarantine["reason"].value_counts().to_dict() if len(result.quarantine) else {}
     return {
         "rows_in": result.report.rows_in,
         "contacts": len(result.contacts),

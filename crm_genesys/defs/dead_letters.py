@@ -1,7 +1,8 @@
 """Dead letters that drain: a change Genesys rejected permanently is retried when it is due.
 
 A dead letter (`dead_letters` in the sync state) keeps the change's key, CRM version, operation,
-the platform's status, code and reason, its window and the hash of the mapping it was built with (`CrmResource.mapping_hash`).
+the platform's status, code and reason, its window and the hash of the mapping it was built with
+(`CrmResource.mapping_hash`).
 It is due again when
 - the CRM row changed: its new version lands in a later window, which sends it like any change;
 - the mapping changed (`mapping_hash` differs from the current mapping's): the drain re-runs the
@@ -14,7 +15,6 @@ taken effect (`SyncStateStore.clear_resolved_dead_letters`) and stamps the windo
 letters with the mapping they were tried with. The `dead_letters` check on `genesys_sync` shows
 them grouped by reason with counts, for the window and for all windows.
 """
-
 
 import dagster as dg
 from pydantic import Field

@@ -149,9 +149,7 @@ def summary_markdown(
             f"{numbers['screen_pop_failing']} sampled number(s) do not pop the right contact: "
             "see the `screen_pop_ready` check."
         )
-    return "\n\n".join(
-        [verdict, "| rows | count |\n|---|---|\n" + rows, cost, *extra]
-    )
+    return "\n\n".join([verdict, "| rows | count |\n|---|---|\n" + rows, cost, *extra])
 
 
 def counts_table(counts: Mapping[str, int], name: str, count: str) -> dg.MetadataValue:
@@ -169,9 +167,7 @@ def records_table(records: Iterable[Mapping[str, Any]], columns: Iterable[str]) 
     names = list(columns)
     rows = [dict(r) for r in records]
     kinds = {n: _kind([r.get(n) for r in rows]) for n in names}
-    table_rows = [
-        dg.TableRecord({n: _cell(r.get(n), kinds[n]) for n in names}) for r in rows
-    ]
+    table_rows = [dg.TableRecord({n: _cell(r.get(n), kinds[n]) for n in names}) for r in rows]
     schema = dg.TableSchema(columns=[dg.TableColumn(n, kinds[n]) for n in names])
     return dg.MetadataValue.table(table_rows, schema=schema)
 

@@ -229,7 +229,9 @@ def _judge(
     found = sorted({_key_of(c, source_id) for c in [*by_id, *reverse]})
     ours = number.contact_id
     if ours in ids_reverse and ids_reverse - {ours}:
-        detail = "the identifier lookup returns " + ("this contact" if ours in ids_by_id else "another one")
+        detail = "the identifier lookup returns " + (
+            "this contact" if ours in ids_by_id else "another one"
+        )
         return NumberVerdict(number, "shared", forms, forms, found, detail)
     if ours in ids_by_id and ids_reverse == {ours}:
         return NumberVerdict(number, "ok", forms, forms, found)
@@ -268,7 +270,9 @@ def sample_numbers(
         for slot, e164 in phones:
             if e164 not in seen:
                 seen.add(e164)
-                out.append(SampledNumber(str(row["business_key"]), str(row["contact_id"]), slot, e164))
+                out.append(
+                    SampledNumber(str(row["business_key"]), str(row["contact_id"]), slot, e164)
+                )
     return out
 
 

@@ -6,10 +6,9 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import dagster as dg
-
-from crm_genesys.definitions import defs
 import pytest
 
+from crm_genesys.definitions import defs
 from crm_genesys.defs.automation import retry_failed_windows, sync_schedule
 from crm_genesys.emulator.faults import FaultConfig
 from crm_genesys_tests.defs.conftest import World, windows_before

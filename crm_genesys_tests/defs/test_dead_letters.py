@@ -62,9 +62,7 @@ def _rejected_window(world: World) -> dg.ExecuteInProcessResult:
 
 def test_rejected_changes_are_grouped_by_reason_in_the_check(world: World) -> None:
     result = _rejected_window(world)
-    check = next(
-        e for e in result.get_asset_check_evaluations() if e.check_name == "dead_letters"
-    )
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "dead_letters")
     assert not check.passed
     assert check.metadata["open_in_window"].value == len(_letters(world))
     table = check.metadata["by_reason"].value
@@ -103,10 +101,16 @@ def test_dead_letters_drain_when_the_mapping_changes(world: World, tmp_path: Pat
     _rejected_window(world)
     # The mapping no longer sends tiers the org refuses: Gold is dropped from the value.
     document = yaml.safe_load(Path(settings.DEMO_MAPPING).read_text())
-    document["custom_fields"]["fields"]["customer_tier"]["options"] = ["Bronze", "Silver", "Platinum"]
+    document["custom_fields"]["fields"]["customer_tier"]["options"] = [
+        "Bronze",
+        "Silver",
+        "Platinum",
+    ]
     changed = tmp_path / "mapping.yaml"
     changed.write_text(yaml.safe_dump(document))
-    world = world.but(crm=CrmResource(database_url=world.crm.database_url, mapping_path=str(changed)))
+    world = world.but(
+        crm=CrmResource(database_url=world.crm.database_url, mapping_path=str(changed))
+    )
 
     (request,) = _drain(world)
     assert request.partition_key == WINDOWS[0] and request.tags[DRAIN_TAG] == "mapping_changed"

@@ -163,9 +163,9 @@ def test_a_window_no_longer_retried_says_why_once(
     last = world.instance.get_run_records(
         dg.RunsFilter(tags={"dagster/partition": window}), limit=1
     )[0].dagster_run
-    assert "no more automatic retries" in world.instance.get_run_by_id(last.run_id).tags[
-        ATTENTION_TAG
-    ]
+    assert (
+        "no more automatic retries" in world.instance.get_run_by_id(last.run_id).tags[ATTENTION_TAG]
+    )
     # Said once: the next tick is quiet.
     quiet = _tick(world, cursor)
     assert quiet.run_requests == [] and not quiet.asset_events

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import phonenumbers
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,7 +50,9 @@ def _synced(world: World) -> tuple[list[SampledNumber], dict]:
         contact = contacts[row.contact_id]
         phone = contact.get("workPhone") or contact.get("cellPhone")
         if phone and phone.get("e164"):
-            numbers.append(SampledNumber(row.business_key, row.contact_id, "workPhone", phone["e164"]))
+            numbers.append(
+                SampledNumber(row.business_key, row.contact_id, "workPhone", phone["e164"])
+            )
     # A few numbers, one of them outside North America (where a missing country breaks it).
     abroad = [n for n in numbers if not n.e164.startswith("+1")][:2]
     home = [n for n in numbers if n.e164.startswith("+1")][:1]
