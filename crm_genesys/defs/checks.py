@@ -215,6 +215,12 @@ def _letters_view(summary: pd.DataFrame) -> pd.DataFrame:
     return view
 
 
+def _some_keys(keys: list[str], shown: int = 5) -> str:
+    masked = [k if k.startswith("contact ") else mask_key(k) for k in keys[:shown]]
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(masked) + more
+
+
 def screen_pop_result(
     window: str, report: ScreenPopReport | None, sample_size: int
 ) -> dg.AssetCheckResult:
@@ -240,9 +246,7 @@ def screen_pop_result(
             "e164_masked": mask_phone(v.number.e164),
             "verdict": v.verdict,
             "forms_reaching_it": f"{v.forms_matching}/{v.forms}",
-            "found_keys_masked": ", ".join(
-                k if k.startswith("contact ") else mask_key(k) for k in v.found
-            ),
+            "found_keys_masked": _some_keys(v.found),
             "detail": v.detail,
         }
         for v in sorted(report.verdicts, key=lambda v: (v.verdict == "ok", v.verdict))

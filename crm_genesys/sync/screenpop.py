@@ -13,8 +13,9 @@ to E.164 as a CTI does (phonenumbers, with the caller's region), looks each dist
 both ways and judges every number of the sample:
 
 - `ok`: every form maps to the number, and both lookups find exactly the contact;
-- `shared`: both lookups find the contact, and others with it (listed with their keys): a
-  screen pop on that number cannot know who calls. Reported, not a failure of the sync;
+- `shared`: other contacts hold the number too (listed with their keys; with 25 or more, the
+  reverse lookup's limit, ours may not be among those returned): a screen pop on that number
+  cannot know who calls. Reported, not a failure of the sync;
 - `missing`: a lookup does not find the contact (what Genesys holds is not the E.164 the
   caller's forms map to, or nothing at all);
 - `other_contact`: a lookup finds only other contacts;
@@ -39,6 +40,8 @@ from crm_genesys.genesys.target import GenesysTarget
 
 Verdict = Literal["ok", "shared", "missing", "other_contact", "form_mismatch", "unverified"]
 FAILING: frozenset[str] = frozenset({"missing", "other_contact", "form_mismatch"})
+# The most contacts a reverse whitepages lookup returns.
+REVERSE_LOOKUP_LIMIT = 25
 # Normalized frame column -> the Genesys phone slot it fills.
 PHONE_SLOTS = {
     "work_phone": "workPhone",
@@ -228,20 +231,23 @@ def _judge(
     ids_reverse = {str(c.get("id")) for c in reverse}
     found = sorted({_key_of(c, source_id) for c in [*by_id, *reverse]})
     ours = number.contact_id
-    if ours in ids_reverse and ids_reverse - {ours}:
-        detail = "the identifier lookup returns " + (
-            "this contact" if ours in ids_by_id else "another one"
-        )
+    others = (ids_by_id | ids_reverse) - {ours}
+    # The reverse lookup answers at most 25 contacts: a full answer may leave ours out.
+    truncated = len(reverse) >= REVERSE_LOOKUP_LIMIT
+    if others and (ours in ids_by_id | ids_reverse or truncated):
+        pops = "this contact" if ours in ids_by_id else "another one"
+        many = f"at least {len(reverse)}" if truncated else str(len(others) + 1)
+        detail = f"{many} contacts hold this number; the identifier lookup returns {pops}"
         return NumberVerdict(number, "shared", forms, forms, found, detail)
-    if ours in ids_by_id and ids_reverse == {ours}:
+    if others:
+        return NumberVerdict(
+            number, "other_contact", forms, forms, found, "the lookups find only other contacts"
+        )
+    if ours in ids_by_id and ours in ids_reverse:
         return NumberVerdict(number, "ok", forms, forms, found)
     if not ids_by_id and not ids_reverse:
         return NumberVerdict(
             number, "missing", forms, forms, found, "no contact holds this E.164 in Genesys"
-        )
-    if ours not in ids_by_id | ids_reverse:
-        return NumberVerdict(
-            number, "other_contact", forms, forms, found, "the lookups find only other contacts"
         )
     missing_in = "identifier lookup" if ours not in ids_by_id else "reverse lookup"
     return NumberVerdict(number, "missing", forms, forms, found, f"not found by the {missing_in}")
