@@ -106,16 +106,15 @@ def sync_metadata(
     numbers["dead_letters_cleared"] = dead_letters_cleared
     numbers["screen_pop_numbers"] = len(screen_pop.verdicts) if screen_pop else 0
     numbers["screen_pop_failing"] = len(screen_pop.failing) if screen_pop else 0
-    assert tuple(numbers) == SYNC_NUMBERS or set(numbers) == set(SYNC_NUMBERS)
     reasons = {
         k.removeprefix("failure:"): int(v) for k, v in sink.items() if k.startswith("failure:")
     }
     return {
+        "summary": dg.MetadataValue.md(summary_markdown(summary, numbers, budget_per_minute)),
         **{name: numbers[name] for name in SYNC_NUMBERS},
         "accounted": summary.accounted,
         "failure_reasons": counts_table(reasons, "reason", "changes"),
         "target": target,
-        "summary": dg.MetadataValue.md(summary_markdown(summary, numbers, budget_per_minute)),
     }
 
 

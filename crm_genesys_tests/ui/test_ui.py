@@ -9,6 +9,7 @@ or to CRM_GENESYS_SCREENSHOT_DIR (docs/screenshots keeps the committed ones).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -43,6 +44,7 @@ pytestmark = pytest.mark.slow
 class Ui:
     url: str
     first_window: str
+    last_window: str
     shots: Path
 
 
@@ -65,6 +67,13 @@ def _wait_until_up(url: str, server: subprocess.Popen[bytes], deadline_s: float)
             pass
         time.sleep(0.5)
     raise AssertionError(f"dagster-webserver did not answer within {deadline_s} s")
+
+
+def _last_window(demo_output: str) -> str:
+    """The last window the demo synced (its per-window lines are `  <key>: ...`)."""
+    keys = re.findall(r"^  (\d{4}-\d{2}-\d{2}-\d{2}:\d{2}): ", demo_output, re.MULTILINE)
+    assert keys, demo_output
+    return keys[-1]
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +131,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
         _wait_until_up(url, server, 90)
         shots = Path(os.environ.get("CRM_GENESYS_SCREENSHOT_DIR") or root / "shots")
         shots.mkdir(parents=True, exist_ok=True)
-        yield Ui(url, first, shots)
+        yield Ui(url, first, _last_window(demo.stdout), shots)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -151,23 +160,40 @@ def page(ui: Ui, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
             browser.close()
 
 
+def _dismiss_dialogs(page) -> None:
+    """The UI greets a new browser with a newsletter dialog over the page: skip it."""
+    skip = page.get_by_role("button", name="Skip")
+    if skip.count() and skip.first.is_visible():
+        skip.first.click()
+
+
 def test_the_ui_shows_partitions_checks_and_quarantine_samples(ui: Ui, page) -> None:
     """One test (one demo, one webserver, one browser): xdist keeps it on one worker."""
-    # The partition view: the demo's windows, from the first one on.
-    page.goto(f"{ui.url}/assets/genesys_sync?view=partitions", wait_until="networkidle")
+    # The partition view: the demo's windows from the first one on, a window's figures.
+    page.goto(
+        f"{ui.url}/assets/genesys_sync?view=partitions&partition={ui.last_window}",
+        wait_until="networkidle",
+    )
     page.get_by_text(ui.first_window).first.wait_for(timeout=60_000)
+    _dismiss_dialogs(page)
+    page.get_by_text("Missing (0)").first.wait_for(timeout=30_000)
+    page.get_by_text("budget_share").first.wait_for(timeout=30_000)
     page.screenshot(path=str(ui.shots / "partitions.png"))
 
     # A window's checks, each result naming the window it judged.
     page.goto(f"{ui.url}/assets/genesys_sync?view=checks", wait_until="networkidle")
     page.get_by_text("screen_pop_ready").first.wait_for(timeout=60_000)
+    _dismiss_dialogs(page)
     page.get_by_text("screen_pop_ready").first.click()
-    page.get_by_text("window 20").first.wait_for(timeout=60_000)
+    page.get_by_text(f"window {ui.last_window}:").first.wait_for(timeout=30_000)
+    page.get_by_text("numbers_checked").first.wait_for(timeout=30_000)
     page.screenshot(path=str(ui.shots / "checks.png"))
 
-    # The quarantine samples, a masked table.
+    # The quarantine samples: a masked table.
     page.goto(f"{ui.url}/assets/normalized_contacts?view=checks", wait_until="networkidle")
     page.get_by_text("quarantine_rate").first.wait_for(timeout=60_000)
+    _dismiss_dialogs(page)
     page.get_by_text("quarantine_rate").first.click()
-    page.get_by_text("window 20").first.wait_for(timeout=60_000)
+    page.get_by_text(f"window {ui.last_window}:").first.wait_for(timeout=30_000)
+    page.get_by_text("business_key_masked").first.wait_for(timeout=30_000)
     page.screenshot(path=str(ui.shots / "quarantine-check.png"))
