@@ -46,6 +46,7 @@ class Ui:
     first_window: str
     last_window: str
     shots: Path
+    root: Path
 
 
 def _free_port() -> int:
@@ -131,7 +132,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
         _wait_until_up(url, server, 90)
         shots = Path(os.environ.get("CRM_GENESYS_SCREENSHOT_DIR") or root / "shots")
         shots.mkdir(parents=True, exist_ok=True)
-        yield Ui(url, first, _last_window(demo.stdout), shots)
+        yield Ui(url, first, _last_window(demo.stdout), shots, root)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -160,6 +161,10 @@ def page(ui: Ui, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
             browser.close()
 
 
+def _files(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob("*") if p.is_file()] if directory.exists() else []
+
+
 def _dismiss_dialogs(page) -> None:
     """The UI greets a new browser with a newsletter dialog over the page: skip it."""
     skip = page.get_by_role("button", name="Skip")
@@ -168,7 +173,11 @@ def _dismiss_dialogs(page) -> None:
 
 
 def test_the_ui_shows_partitions_checks_and_quarantine_samples(ui: Ui, page) -> None:
-    """One test (one demo, one webserver, one browser): xdist keeps it on one worker."""
+    """One test (xdist keeps it on one worker: one demo, one webserver, one browser)."""
+    # Every window of the demo succeeded: no frame is left, and nothing was pickled.
+    assert _files(ui.root / "data" / "frames") == []
+    assert _files(ui.root / "dagster_home" / "storage") == []
+
     # The partition view: the demo's windows from the first one on, a window's figures.
     page.goto(
         f"{ui.url}/assets/genesys_sync?view=partitions&partition={ui.last_window}",
