@@ -27,8 +27,18 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: venv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/crm-genesys demo
 
+# The UI over the demo's instance, with the demo's partitions (they start where its data does,
+# unless CRM_GENESYS_PARTITION_START is set). `exec` through a wrapper that restores the default
+# SIGINT/SIGTERM dispositions (a shell started in the background ignores SIGINT, and dagster dev
+# inherits that): Ctrl-C and SIGTERM stop it and its webserver and daemon.
 dev: venv $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dg dev -w workspace.yaml --host 127.0.0.1 --port 3000
+	@start="$${CRM_GENESYS_PARTITION_START:-$$($(BIN)/crm-genesys crm first-window)}"; \
+	export CRM_GENESYS_PARTITION_START="$$start"; \
+	echo "Dagster UI on http://127.0.0.1:3000 (windows from $${start:-the default start})"; \
+	exec $(BIN)/python -c 'import os, signal, sys; \
+	    [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)]; \
+	    os.execv(sys.argv[1], sys.argv[1:])' \
+	    $(BIN)/dg dev -w workspace.yaml --host 127.0.0.1 --port 3000
 
 # Webserver + daemon over PostgreSQL, queued runs, run monitoring; Ctrl-C or SIGTERM stops it all.
 # Without CRM_DATABASE_URL it syncs a demo CRM of its own (generated once under PROD_DIR).

@@ -16,14 +16,24 @@ from crm_genesys import settings
 def _demo(args: argparse.Namespace) -> int:
     from crm_genesys.demo import run_demo
 
-    return run_demo(rows=args.rows, seed=args.seed, windows=args.windows)
+    return run_demo(rows=args.rows, seed=args.seed, windows=args.windows, tour=args.tour)
 
 
 def _sync(args: argparse.Namespace) -> int:
+    from crm_genesys.demo import use_demo_partition_start
+
+    # The same partitions as `make demo` and `make dev` (before the definitions are built).
+    use_demo_partition_start()
     from crm_genesys.defs.execution import failure_message, format_table, instance, run_window
     from crm_genesys.defs.partitions import check_window_key
 
     key = check_window_key(args.window)
+    if not os.environ.get("DAGSTER_HOME"):
+        print(
+            "DAGSTER_HOME is not set: this run goes to a throwaway instance and will not show "
+            "in the Dagster UI (make sets DAGSTER_HOME=.dagster_home)",
+            file=sys.stderr,
+        )
     result, counts = run_window(key, instance(), log_level="INFO" if args.verbose else "WARNING")
     print(format_table([(key, counts)]))
     if not result.success:
@@ -82,8 +92,12 @@ def _crm_generate(args: argparse.Namespace) -> int:
 
 def _crm_simulate(args: argparse.Namespace) -> int:
     from crm_genesys.crm.simulate import simulate_activity
+    from crm_genesys.demo import describe_activity
 
     path = Path(args.path) if args.path else settings.demo_crm_path()
+    if not path.exists():
+        print(f"{path} does not exist: run `crm-genesys crm generate` first", file=sys.stderr)
+        return 2
     summary = simulate_activity(
         path,
         now=datetime.now(UTC),
@@ -94,7 +108,21 @@ def _crm_simulate(args: argparse.Namespace) -> int:
         creates=args.creates,
         new_column=args.new_column,
     )
-    print(summary)
+    key = summary.window_start.strftime(settings.PARTITION_FORMAT)
+    print(describe_activity(summary))
+    print(
+        f"Window {key} holds them; once it closes ({summary.window_end:%Y-%m-%d %H:%M} UTC) "
+        f"the schedule syncs it, or: crm-genesys sync --window {key}"
+    )
+    return 0
+
+
+def _crm_first_window(args: argparse.Namespace) -> int:
+    from crm_genesys.demo import demo_partition_start
+
+    start = demo_partition_start()
+    if start is not None:
+        print(start)
     return 0
 
 
@@ -157,15 +185,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--rows", type=int, default=10_000, help="contacts in a newly generated demo CRM"
     )
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument(
+        "--seed", type=int, default=7, help="seed of a newly generated demo CRM (deterministic)"
+    )
     demo.add_argument("--windows", type=int, default=12, help="recent windows the demo data spans")
+    demo.add_argument(
+        "--tour",
+        action="store_true",
+        help="after syncing, show activity, a failure and its retry, a reconciliation (the "
+        "first run, with a new demo CRM, always does)",
+    )
     demo.set_defaults(func=_demo)
 
     sync = sub.add_parser(
         "sync", help="run the sync job for one window in this process, on the Dagster instance"
     )
     sync.add_argument(
-        "--window", required=True, help="the window's partition key, e.g. 2026-11-29-10:00 (UTC)"
+        "--window",
+        required=True,
+        help="the window's partition key: its start, YYYY-MM-DD-HH:MM in UTC "
+        "(e.g. 2026-11-29-10:00); it must have closed",
     )
     sync.add_argument("-v", "--verbose", action="store_true", help="log every step's events")
     sync.set_defaults(func=_sync)
@@ -191,22 +230,41 @@ def build_parser() -> argparse.ArgumentParser:
     crm = sub.add_parser("crm", help="the demo CRM").add_subparsers(
         dest="crm_command", required=True
     )
+    path_help = "the demo CRM's SQLite file (default: demo_crm.sqlite in CRM_GENESYS_DATA_DIR)"
     generate = crm.add_parser("generate", help="generate the demo CRM (seeded, deterministic)")
-    generate.add_argument("--path", default="")
-    generate.add_argument("--rows", type=int, default=10_000)
-    generate.add_argument("--seed", type=int, default=7)
-    generate.add_argument("--windows", type=int, default=12)
-    generate.add_argument("--force", action="store_true")
+    generate.add_argument("--path", default="", help=path_help)
+    generate.add_argument("--rows", type=int, default=10_000, help="contacts to generate")
+    generate.add_argument("--seed", type=int, default=7, help="random seed (same seed, same CRM)")
+    generate.add_argument(
+        "--windows", type=int, default=12, help="recent windows the modification times span"
+    )
+    generate.add_argument("--force", action="store_true", help="replace an existing demo CRM")
     generate.set_defaults(func=_crm_generate)
-    simulate = crm.add_parser("simulate", help="simulate CRM activity in the current window")
-    simulate.add_argument("--path", default="")
-    simulate.add_argument("--seed", type=int, default=11)
-    simulate.add_argument("--updates", type=int, default=200)
-    simulate.add_argument("--deletes", type=int, default=20)
-    simulate.add_argument("--reindex", type=int, default=50)
-    simulate.add_argument("--creates", type=int, default=100)
-    simulate.add_argument("--new-column", default=None)
+    simulate = crm.add_parser(
+        "simulate", help="simulate CRM activity in the current window (prints a summary)"
+    )
+    simulate.add_argument("--path", default="", help=path_help)
+    simulate.add_argument("--seed", type=int, default=11, help="random seed of this round")
+    simulate.add_argument("--updates", type=int, default=200, help="records edited")
+    simulate.add_argument("--deletes", type=int, default=20, help="records deleted (tombstones)")
+    simulate.add_argument(
+        "--reindex",
+        type=int,
+        default=50,
+        help="records given a new internal id (same business key: an update, never a delete "
+        "and a create)",
+    )
+    simulate.add_argument("--creates", type=int, default=100, help="new records")
+    simulate.add_argument(
+        "--new-column", default=None, help="add a CRM column no mapping names (schema drift)"
+    )
     simulate.set_defaults(func=_crm_simulate)
+    first = crm.add_parser(
+        "first-window",
+        help="print the first window of the demo CRM's data (the partitions' start of make "
+        "demo and make dev); nothing when the sync reads another CRM",
+    )
+    first.set_defaults(func=_crm_first_window)
 
     from crm_genesys.emulator.cli import add_parser as add_emulator_parser
 
@@ -222,7 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     push = schema_sub.add_parser(
         "push", help="create or update the contact schema from the mapping"
     )
-    push.add_argument("--mapping", default="")
+    push.add_argument(
+        "--mapping",
+        default="",
+        help="the mapping registry YAML (default: CRM_MAPPING, or the demo's)",
+    )
     push.set_defaults(func=_schema_push)
     return parser
 
@@ -232,7 +294,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     never in a traceback; anything else is a bug and keeps its traceback."""
     from crm_genesys.contacts.mapping import MappingError
     from crm_genesys.crm.errors import CrmError
-    from crm_genesys.defs.partitions import WindowKeyError
     from crm_genesys.genesys.errors import ConfigurationError, GenesysError
     from crm_genesys.settings import SettingError
     from crm_genesys.sync.window import ContactSchemaMissing, TargetMismatch, UnknownDivision
@@ -240,11 +301,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    # WindowKeyError is imported only when an error is being matched: importing the partitions
+    # builds them, and `demo`/`sync` first choose their start.
     except (
         SettingError,
         MappingError,
         CrmError,
-        WindowKeyError,
+        _window_key_error(),
         TargetMismatch,
         ConfigurationError,
     ) as exc:
@@ -253,6 +316,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GenesysError, ContactSchemaMissing, UnknownDivision) as exc:
         print(f"crm-genesys {args.command}: {exc}", file=sys.stderr)
         return 1
+
+
+def _window_key_error() -> type[Exception]:
+    from crm_genesys.defs.partitions import WindowKeyError
+
+    return WindowKeyError
 
 
 if __name__ == "__main__":

@@ -72,6 +72,14 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _owners(raw: str) -> tuple[str, ...]:
+    owners = tuple(o.strip() for o in raw.split(",") if o.strip())
+    for owner in owners:
+        if not (owner.startswith("team:") or "@" in owner):
+            raise ValueError(f"{owner!r} is neither an e-mail nor team:name")
+    return owners
+
+
 SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in (
@@ -157,13 +165,60 @@ SETTINGS: dict[str, Setting] = {
             "CRM_GENESYS_MAX_WINDOW_ATTEMPTS",
             "5",
             _int_at_least(1),
-            "how many times a failed window is tried in all by the retry sensor",
+            "how many failed attempts of a window the retry sensor allows before it stops and "
+            "asks for a person (the first run counts)",
         ),
         Setting(
-            "CRM_GENESYS_RETRY_LOOKBACK_WINDOWS",
-            "48",
+            "CRM_GENESYS_RETRY_BASE_DELAY_MINUTES",
+            "10",
+            _int_at_least(0),
+            "minutes the retry sensor waits after a window's first failed attempt; the wait "
+            "doubles after each further failed attempt",
+        ),
+        Setting(
+            "CRM_GENESYS_RETRY_MAX_DELAY_MINUTES",
+            "240",
+            _int_at_least(0),
+            "the longest wait between two attempts of a failed window",
+        ),
+        Setting(
+            "CRM_GENESYS_MIN_E164_COVERAGE",
+            "0.8",
+            _share,
+            "below this share of phones normalized to E.164 the e164_coverage check warns "
+            "(a wrong default country or a broken phone mapping)",
+        ),
+        Setting(
+            "CRM_GENESYS_SCREENPOP_SAMPLE",
+            "5",
+            _int_at_least(0),
+            "contacts per window whose phones are looked up as a CTI screen pop does, after "
+            "the writes (about two requests per phone); 0 turns the check's lookups off",
+        ),
+        Setting(
+            "CRM_GENESYS_FRAMES_URL",
+            "",
+            _text,
+            "where the intermediate frames of a window are kept until it succeeds: a directory "
+            "or an fsspec URL (s3://bucket/prefix); `frames` in the data directory when empty",
+        ),
+        Setting(
+            "CRM_GENESYS_FRAMES_RETENTION_HOURS",
+            "0",
+            _int_at_least(0),
+            "hours the frames of a window that succeeded are kept (0: removed at its success)",
+        ),
+        Setting(
+            "CRM_GENESYS_FRAMES_MAX_AGE_HOURS",
+            "72",
             _int_at_least(1),
-            "how many of the most recent windows the retry sensor looks at",
+            "frames of windows that never succeeded are removed after this many hours",
+        ),
+        Setting(
+            "CRM_GENESYS_OWNERS",
+            "team:contact-center-integration",
+            _owners,
+            "owners shown on the assets: comma-separated e-mails or team:name",
         ),
         Setting(
             "CRM_GENESYS_WORKERS",
@@ -215,6 +270,11 @@ def sqlite_url(path: Path) -> str:
 def crm_database_url() -> str:
     """`CRM_DATABASE_URL`: any SQLAlchemy URL; the demo CRM by default."""
     return str(get("CRM_DATABASE_URL")) or sqlite_url(demo_crm_path())
+
+
+def frames_url() -> str:
+    """`CRM_GENESYS_FRAMES_URL`: where intermediate frames live; `frames` in the data dir."""
+    return str(get("CRM_GENESYS_FRAMES_URL")) or str(data_dir() / "frames")
 
 
 def crm_mapping_path() -> Path:

@@ -1,9 +1,10 @@
 """Data-quality facts for asset checks, as plain values the lead turns into AssetCheckResults.
 
 Every function is pure and returns a `QualityFact` (passed, severity "ERROR" or "WARN",
-description, metadata of plain JSON values). Samples are masked with `contacts.masking`; counts
-come first so a reviewer can act: which column drifted, which reason dominates the quarantine,
-which identifier two customers share.
+description, metadata of plain values: numbers, text, lists of text, `{label: count}` counts and
+`Rows` tables). Samples are masked with `contacts.masking`; counts come first so a reviewer can
+act: which column drifted, which reason dominates the quarantine, which identifier two customers
+share. A fact that is `informational` never fails: it describes the data, nobody must act.
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ from typing import Any, Literal
 import pandas as pd
 
 from crm_genesys.contacts.mapping import Mapping
-from crm_genesys.contacts.masking import mask_email, mask_phone
+from crm_genesys.contacts.masking import mask_email, mask_key, mask_phone
 from crm_genesys.contacts.normalize import NormalizationResult
 
 Severity = Literal["ERROR", "WARN"]
 _SAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A small table of plain values (samples, counts by group), shown as a table in the UI."""
+
+    columns: tuple[str, ...]
+    rows: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -37,28 +46,41 @@ def _ratio(part: int, whole: int) -> float:
     return round(part / whole, 6) if whole else 1.0
 
 
-def e164_coverage(result: NormalizationResult, min_coverage: float = 0.9) -> QualityFact:
+def e164_coverage(result: NormalizationResult, min_coverage: float = 0.8) -> QualityFact:
     """Share of non-blank CRM phones of synced rows that became valid E.164 (WARN below
-    `min_coverage`): the numbers screen pops can match."""
+    `min_coverage`): the numbers screen pops can match. A CRM always holds some unusable
+    numbers; a coverage far below the usual says the default country or the phone mapping is
+    wrong."""
     r = result.report
     coverage = _ratio(r.phones_valid, r.phones_present)
+    samples = [
+        {"reason": reason, "sample_masked": sample}
+        for reason, found in sorted(r.phones_dropped_samples.items())
+        for sample in found
+    ]
+    slots = [
+        {"slot": slot, **{k: int(v) for k, v in stats.items()}}
+        for slot, stats in r.phones_by_slot.items()
+    ]
+    slot_columns = ("slot", *sorted({k for row in slots for k in row if k != "slot"}))
     return QualityFact(
         name="e164_coverage",
         passed=coverage >= min_coverage,
         severity="WARN",
         description=(
             f"{r.phones_valid} of {r.phones_present} phones normalized to E.164 "
-            f"({coverage:.1%}); dropped numbers are listed by reason with masked samples"
+            f"({coverage:.1%}, at least {min_coverage:.0%} expected); dropped numbers are "
+            "listed by reason with masked samples"
         ),
         metadata={
             "coverage": coverage,
             "min_coverage": min_coverage,
             "phones_present": r.phones_present,
             "phones_valid": r.phones_valid,
-            "phones_dropped": dict(r.phones_dropped),
-            "dropped_samples_masked": {k: list(v) for k, v in r.phones_dropped_samples.items()},
             "duplicate_slots_removed": r.phones_duplicate_slots,
-            "by_slot": {k: dict(v) for k, v in r.phones_by_slot.items()},
+            "phones_dropped": dict(r.phones_dropped),
+            "dropped_samples": Rows(("reason", "sample_masked"), samples),
+            "by_slot": Rows(slot_columns, slots),
         },
     )
 
@@ -84,11 +106,30 @@ def quarantine_rate(result: NormalizationResult, max_rate: float) -> QualityFact
             "rows_in": r.rows_in,
             "quarantined": r.quarantined,
             "by_reason": by_reason,
-            "sample_keys": [
-                str(k) for k in result.quarantine["business_key"].dropna().head(_SAMPLES)
-            ],
+            "samples": quarantine_samples(result.quarantine),
         },
     )
+
+
+def quarantine_samples(quarantine: pd.DataFrame, per_reason: int = _SAMPLES) -> Rows:
+    """A few quarantined rows of each reason: the masked key, the CRM's internal id (to find
+    the record), the reason and its detail (which never holds a phone or an e-mail)."""
+    columns = ("reason", "business_key_masked", "crm_id", "detail")
+    if not len(quarantine):
+        return Rows(columns, [])
+    picked = quarantine.groupby("reason", sort=True, group_keys=False).head(per_reason)
+    rows = [
+        {
+            "reason": str(row.reason),
+            "business_key_masked": mask_key(row.business_key)
+            if isinstance(row.business_key, str)
+            else "",
+            "crm_id": str(row.crm_id),
+            "detail": str(row.detail),
+        }
+        for row in picked.sort_values("reason", kind="stable").itertuples(index=False)
+    ]
+    return Rows(columns, rows)
 
 
 def schema_drift(columns: Iterable[Any], mapping: Mapping) -> QualityFact:
@@ -130,9 +171,11 @@ def denied_columns_seen(columns: Iterable[Any], mapping: Mapping) -> QualityFact
     )
 
 
-def identifier_collisions(contacts: pd.DataFrame, max_collisions: int = 0) -> QualityFact:
-    """Phones or e-mails shared by two or more business keys among live contacts (WARN): a screen
-    pop on such a number cannot know which customer is calling."""
+def identifier_collisions(contacts: pd.DataFrame) -> QualityFact:
+    """Phones or e-mails shared by two or more business keys among the window's live contacts
+    (informational: households and switchboards share numbers, and nobody must act on each
+    window). A screen pop on such a number cannot know who calls: `screen_pop_ready` reports
+    the shared numbers it meets in Genesys with every key."""
     live = contacts[~contacts["is_deleted"].to_numpy(dtype=bool)]
     frames = []
     for kind, cols in (
@@ -159,7 +202,10 @@ def identifier_collisions(contacts: pd.DataFrame, max_collisions: int = 0) -> Qu
     samples = []
     for (kind, value), keys in per_value.head(_SAMPLES).items():
         masked = mask_phone(value) if kind == "phone" else mask_email(value)
-        samples.append({"kind": kind, "value": masked, "business_keys": sorted(keys)[:_SAMPLES]})
+        shown = ", ".join(mask_key(k) for k in sorted(keys)[:_SAMPLES])
+        samples.append(
+            {"kind": kind, "value_masked": masked, "keys": len(keys), "business_keys_masked": shown}
+        )
     by_kind = (
         {str(k): int(v) for k, v in per_value.index.get_level_values(0).value_counts().items()}
         if n_values
@@ -167,14 +213,16 @@ def identifier_collisions(contacts: pd.DataFrame, max_collisions: int = 0) -> Qu
     )
     return QualityFact(
         name="identifier_collisions",
-        passed=n_values <= max_collisions,
+        passed=True,
         severity="WARN",
-        description=f"{n_values} phone/e-mail value(s) shared by more than one business key",
+        description=(
+            f"{n_values} phone/e-mail value(s) shared by more than one business key (informational)"
+        ),
         metadata={
             "shared_values": n_values,
             "by_kind": by_kind,
             "keys_involved": int(shared["business_key"].nunique()) if n_values else 0,
-            "samples_masked": samples,
+            "samples": Rows(("kind", "value_masked", "keys", "business_keys_masked"), samples),
         },
     )
 
@@ -182,28 +230,34 @@ def identifier_collisions(contacts: pd.DataFrame, max_collisions: int = 0) -> Qu
 def all_facts(
     result: NormalizationResult,
     mapping: Mapping,
-    columns: Iterable[Any],
+    crm_columns: Iterable[Any],
+    extracted_columns: Iterable[Any] | None = None,
     *,
     max_quarantine_rate: float,
-    min_e164_coverage: float = 0.9,
+    min_e164_coverage: float = 0.8,
 ) -> list[QualityFact]:
-    """Every fact above for one window (`columns`: the CRM table's or the extract's columns)."""
-    cols = list(columns)
+    """Every fact above for one window. Drift is judged on the CRM table's columns
+    (`crm_columns`); denied columns on what the extract read (`extracted_columns`, the CRM
+    table's when not given): a denied column in the table is expected, reading it is not."""
+    cols = list(crm_columns)
+    read = list(extracted_columns) if extracted_columns is not None else cols
     return [
         e164_coverage(result, min_e164_coverage),
         quarantine_rate(result, max_quarantine_rate),
         schema_drift(cols, mapping),
-        denied_columns_seen(cols, mapping),
+        denied_columns_seen(read, mapping),
         identifier_collisions(result.contacts),
     ]
 
 
 __all__ = [
     "QualityFact",
+    "Rows",
     "all_facts",
     "denied_columns_seen",
     "e164_coverage",
     "identifier_collisions",
     "quarantine_rate",
+    "quarantine_samples",
     "schema_drift",
 ]

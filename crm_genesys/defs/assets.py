@@ -5,6 +5,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -12,7 +13,7 @@ from crm_genesys import settings
 from crm_genesys.contacts.diff import diff
 from crm_genesys.contacts.keys import truthy
 from crm_genesys.contacts.normalize import NormalizationResult, normalize
-from crm_genesys.defs import checks, liveness
+from crm_genesys.defs import checks, liveness, review
 from crm_genesys.defs.dry_run import preview_metadata
 from crm_genesys.defs.partitions import (
     first_window_start,
@@ -21,13 +22,16 @@ from crm_genesys.defs.partitions import (
     window_name,
 )
 from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
+from crm_genesys.defs.storage import FrameStore
 from crm_genesys.sync.accounting import account
 from crm_genesys.sync.breakers import judge_clears
 from crm_genesys.sync.ownership import Ownership
 from crm_genesys.sync.preview import preview_window
+from crm_genesys.sync.screenpop import PHONE_SLOTS, check_screen_pops, sample_numbers
 from crm_genesys.sync.window import bind_window_length, sync_window
 
 GROUP = "crm_to_genesys"
+OWNERS = list(settings.get("CRM_GENESYS_OWNERS"))
 
 
 class SyncConfig(dg.Config):
@@ -42,10 +46,14 @@ class SyncConfig(dg.Config):
     group_name=GROUP,
     kinds={"sql", "pandas"},
     check_specs=checks.CRM_CHECK_SPECS,
+    owners=OWNERS,
+    description=(
+        "CRM rows modified in the window (plus the lookback), one row per record version, "
+        "tombstones included; only the columns the mapping reads (denied columns are never "
+        "read). Kept as Parquet until the window succeeds."
+    ),
 )
 def crm_contacts(context: dg.AssetExecutionContext, crm: CrmResource, genesys: GenesysResource):
-    """CRM rows modified in the window (plus the lookback), one row per record version,
-    tombstones included; only the columns the mapping reads (denied columns are never read)."""
     # Where this run would write is settled first: a half-configured Genesys fails here,
     # before the CRM is read, naming what is missing.
     target = genesys.resolve()
@@ -56,6 +64,10 @@ def crm_contacts(context: dg.AssetExecutionContext, crm: CrmResource, genesys: G
         times = source.time_report(first_window_start(), datetime.now(UTC))
     deleted = mapping.source.deleted_column
     tombstones = int(truthy(frame[deleted]).sum()) if deleted in frame else 0
+    context.log.info(
+        f"window {context.partition_key}: {len(frame):,} CRM row(s) read, "
+        f"{tombstones:,} tombstone(s), from {crm.describe()}"
+    )
     yield dg.Output(
         frame,
         metadata={
@@ -75,21 +87,36 @@ def crm_contacts(context: dg.AssetExecutionContext, crm: CrmResource, genesys: G
     partitions_def=sync_windows,
     group_name=GROUP,
     kinds={"pandas", "pandera"},
+    owners=OWNERS,
     check_specs=checks.NORMALIZED_CHECK_SPECS,
+    metadata={"dagster/column_schema": review.normalized_column_schema()},
+    description=(
+        "Contacts as Genesys needs them (E.164 phones, valid e-mails, typed custom fields, "
+        "stable business keys, content hashes), one row per business key, validated by the "
+        "pandera model `NormalizedContacts`; rows that cannot sync are quarantined with a "
+        "reason (samples in the metadata and the quarantine_rate check)."
+    ),
 )
 def normalized_contacts(
     context: dg.AssetExecutionContext, crm_contacts: pd.DataFrame, crm: CrmResource
 ):
-    """Contacts as Genesys needs them (E.164 phones, valid e-mails, typed custom fields, stable
-    business keys, content hashes), validated by the pandera model; rows that cannot sync are
-    quarantined with a reason."""
     mapping = crm.mapping()
     result = normalize(crm_contacts, mapping)
+    context.log.info(
+        f"window {context.partition_key}: {len(result.contacts):,} contact(s), "
+        f"{len(result.quarantine):,} quarantined, {result.superseded:,} superseded"
+    )
     yield dg.Output(result, metadata=checks.normalization_metadata(result))
-    # Drift and denied columns are judged on the CRM table itself, not on what was read.
+    # Drift is judged on the CRM table itself; denied columns on what the extract read.
     with crm.source(mapping) as source:
         crm_columns = source.columns()
-    yield from checks.normalized_check_results(result, crm_columns, mapping)
+    yield from checks.normalized_check_results(
+        result,
+        crm_columns,
+        [str(c) for c in crm_contacts.columns],
+        mapping,
+        context.partition_key,
+    )
 
 
 class ChangesConfig(dg.Config):
@@ -104,7 +131,15 @@ class ChangesConfig(dg.Config):
     partitions_def=sync_windows,
     group_name=GROUP,
     kinds={"pandas"},
+    owners=OWNERS,
     check_specs=checks.CHANGES_CHECK_SPECS,
+    metadata={"dagster/column_schema": review.changes_column_schema()},
+    description=(
+        "What Genesys must be told: creates, updates and deletes against the sync state; "
+        "unchanged and stale rows dropped. Updates that would clear a field on many contacts "
+        "stop here (the mass-clear breaker, a blocking check) until a person confirms them in "
+        "run config (ops.contact_changes.config.confirm_clears)."
+    ),
 )
 def contact_changes(
     context: dg.AssetExecutionContext,
@@ -113,9 +148,6 @@ def contact_changes(
     crm: CrmResource,
     state: SyncStateResource,
 ):
-    """What Genesys must be told: creates, updates and deletes against the sync state; unchanged
-    and stale rows dropped. Updates that would clear a field on many contacts stop here (the
-    mass-clear breaker, a blocking check) until a person confirms them in run config."""
     contacts = normalized_contacts.contacts
     with state.store() as store:
         changes = diff(contacts, store.snapshot(contacts["business_key"].tolist()))
@@ -131,6 +163,10 @@ def contact_changes(
         config_key="ops.contact_changes.config.confirm_clears",
     )
     ops = changes.changes["op"].value_counts().to_dict() if len(changes.changes) else {}
+    context.log.info(
+        f"window {context.partition_key}: {len(changes.changes):,} change(s) to send "
+        f"({ops}), {changes.unchanged:,} unchanged, {changes.stale:,} stale"
+    )
     yield dg.Output(
         changes,
         metadata={
@@ -149,10 +185,18 @@ def contact_changes(
     partitions_def=sync_windows,
     group_name=GROUP,
     kinds={"genesys"},
+    owners=OWNERS,
     pool="genesys_api",
     deps=[contact_changes],
     check_specs=checks.SYNC_CHECK_SPECS,
     output_required=False,
+    description=(
+        "Genesys External Contacts brought in line with the window: bulk writes, paced to the "
+        "rate budget, exactly once. Materializes only when every CRM row of the window is "
+        "accounted for (extracted = created + updated + deleted + unchanged + stale + "
+        "quarantined + dead_lettered); a summary in markdown and the same figures every time. "
+        "A dry run (run config dry_run: true) only records what it would send, as an observation."
+    ),
 )
 def genesys_sync(
     context: dg.AssetExecutionContext,
@@ -161,13 +205,12 @@ def genesys_sync(
     crm: CrmResource,
     genesys: GenesysResource,
     state: SyncStateResource,
+    frames: FrameStore,
 ):
-    """Genesys External Contacts brought in line with the window: bulk writes, paced to the rate
-    budget, exactly once. Materializes only when every CRM row of the window is accounted for.
-
-    One run at a time syncs a window (a lease in the sync state). Under the lease the changes
+    """One run at a time syncs a window (a lease in the sync state). Under the lease the changes
     are diffed again against the state as it is now: what another run of the window did while
-    this one waited counts as unchanged here, never twice.
+    this one waited counts as unchanged here, never twice. After the writes, a sample of the
+    window's contacts is looked up as a screen pop does; then the window's frames are removed.
 
     A dry run (`dry_run: true`) records what the window would create, update, delete, clear
     and quarantine as an observation (counts and masked samples) and does not materialize:
@@ -175,18 +218,14 @@ def genesys_sync(
     window = context.partition_key
     run_id = context.run.run_id
     target = genesys.resolve()
+    mapping = crm.mapping()
     if config.dry_run:
         contacts = normalized_contacts.contacts
         with state.store() as store:
             changes = diff(contacts, store.snapshot(contacts["business_key"].tolist()))
             preview = asyncio.run(
                 preview_window(
-                    target,
-                    store,
-                    crm.mapping(),
-                    normalized_contacts,
-                    changes,
-                    config.max_clear_reads,
+                    target, store, mapping, normalized_contacts, changes, config.max_clear_reads
                 )
             )
         context.log_event(
@@ -200,13 +239,14 @@ def genesys_sync(
             )
         )
         context.log.info(f"dry run of window {window}: {preview.as_metadata()}")
-        # Check results are required of every run; a dry run sends nothing, so rejects nothing.
-        yield dg.AssetCheckResult(
-            check_name="dead_letters",
-            passed=True,
-            metadata={"dry_run": True, "dead_lettered": 0},
-            description=f"dry run of window {window}: nothing was sent",
-        )
+        # Check results are required of every run; a dry run sends nothing, so judges nothing.
+        for spec in checks.SYNC_CHECK_SPECS:
+            yield dg.AssetCheckResult(
+                check_name=spec.name,
+                passed=True,
+                metadata={"dry_run": True},
+                description=f"dry run of window {window}: nothing was sent",
+            )
         return
     with state.store() as store:
         bind_window_length(store, window_name())
@@ -224,21 +264,86 @@ def genesys_sync(
         try:
             contacts = normalized_contacts.contacts
             changes = diff(contacts, store.snapshot(contacts["business_key"].tolist()))
-            report = asyncio.run(sync_window(changes, crm.mapping(), store, window, target))
+            context.log.info(f"window {window}: sending {len(changes.changes):,} change(s)")
+            report = asyncio.run(
+                sync_window(changes, mapping, store, window, target, progress=context.log.info)
+            )
         finally:
             store.release_window(window, run_id)
+        store.stamp_dead_letters(window, crm.mapping_hash())
+        cleared = store.clear_resolved_dead_letters()
+        letters, all_letters = store.dead_letter_summary(window), store.dead_letter_summary()
+        live = store.snapshot(contacts["business_key"].tolist())
     summary = account(window, normalized_contacts, changes, report)
-    metadata = {**checks.summary_metadata(summary), "target": target.describe()}
+    budget = target.settings.rate_limit_per_minute
     if not summary.done:
         # The watermark: the window stays unmaterialized until a re-run accounts for every row.
         raise dg.Failure(
             description=(
-                f"{summary.failed} change(s) still failing after retries; "
+                f"window {window}: {summary.failed} change(s) still failing after retries; "
                 "the window will be re-run and will only send what is missing."
                 if summary.failed
-                else "rows of this window are unaccounted for"
+                else f"window {window}: rows are unaccounted for"
             ),
-            metadata=metadata,
+            metadata=review.sync_metadata(
+                summary,
+                budget_per_minute=budget,
+                target=target.describe(),
+                dead_letters_cleared=cleared,
+            ),
         )
+    sample_size = int(settings.get("CRM_GENESYS_SCREENPOP_SAMPLE"))
+    rows = _screen_pop_rows(contacts, live, changes.changes, sample_size)
+    numbers = sample_numbers(rows, PHONE_SLOTS, sample_size)
+    screen_pop, pop_client = asyncio.run(
+        check_screen_pops(target, mapping.external_source.name, numbers)
+    )
+    metadata = review.sync_metadata(
+        summary,
+        budget_per_minute=budget,
+        target=target.describe(),
+        screen_pop=screen_pop,
+        screen_pop_client=pop_client,
+        dead_letters_cleared=cleared,
+    )
+    context.log.info(
+        f"window {window}: synced; {metadata['requests']} request(s), "
+        f"{len(screen_pop.verdicts)} number(s) looked up as screen pops"
+    )
     yield dg.MaterializeResult(metadata=metadata)
-    yield from checks.sync_check_results(summary)
+    yield from checks.sync_check_results(summary, letters, all_letters, screen_pop, sample_size)
+    removed = frames.after_success(window)
+    context.log.info(f"window {window}: {removed} intermediate frame output(s) removed")
+
+
+def _screen_pop_rows(
+    contacts: pd.DataFrame, state: pd.DataFrame, changes: pd.DataFrame, size: int
+) -> list[dict]:
+    """Up to `size` contacts this run created or updated that now hold their content in state,
+    with their contact id and phones, in a stable pseudo-random order (by content hash). A run
+    that wrote nothing looks nothing up: a re-run of many windows costs no lookups."""
+    written = set(changes.loc[changes["op"].isin(["create", "update"]), "business_key"])
+    live = state[~state["deleted"].astype(bool) & state["contact_id"].notna()]
+    held = {
+        key: (contact_id, content_hash)
+        for key, contact_id, content_hash in zip(
+            live["business_key"], live["contact_id"], live["content_hash"], strict=True
+        )
+        if key in written
+    }
+    rows = contacts[contacts["business_key"].isin(held.keys())]
+    rows = rows[rows[list(PHONE_SLOTS)].notna().any(axis=1)]
+    same = [
+        held[k][1] == h for k, h in zip(rows["business_key"], rows["content_hash"], strict=True)
+    ]
+    rows = rows[np.array(same, dtype=bool)]
+    out = []
+    for row in rows.sort_values("content_hash").head(size).to_dict("records"):
+        out.append(
+            {
+                "business_key": row["business_key"],
+                "contact_id": held[row["business_key"]][0],
+                **{column: row[column] for column in PHONE_SLOTS},
+            }
+        )
+    return out

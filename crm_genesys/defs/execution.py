@@ -85,9 +85,10 @@ def run_window(
     *,
     run_config: dict[str, Any] | None = None,
     log_level: str = "WARNING",
+    tags: dict[str, str] | None = None,
 ) -> tuple[dg.ExecuteInProcessResult, dict[str, int]]:
-    """Run `sync_job` for window `key` in this process; the result and its accounting counts
-    (`COLUMNS`, plus `ok` and `writes`)."""
+    """Run `sync_job` for window `key` in this process (with `tags` on the run); the result and
+    its accounting counts (`COLUMNS`, plus `ok` and `writes`)."""
     if definitions is None:
         from crm_genesys.definitions import defs
 
@@ -101,7 +102,7 @@ def run_window(
             instance=dagster_instance,
             raise_on_error=False,
             run_config=config,
-            tags=liveness.process_tags(),
+            tags={**(tags or {}), **liveness.process_tags()},
         )
     return result, window_counts(result)
 

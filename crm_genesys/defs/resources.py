@@ -44,6 +44,13 @@ class CrmResource(dg.ConfigurableResource):
     def mapping(self) -> Mapping:
         return load_mapping(Path(self.mapping_path))
 
+    def mapping_hash(self) -> str:
+        """A digest of what the mapping means (not of its file's comments or layout): dead
+        letters built with another mapping are due for a retry."""
+        import hashlib
+
+        return hashlib.sha256(self.mapping().model_dump_json().encode()).hexdigest()[:32]
+
     def source(self, mapping: Mapping) -> SqlCrmSource:
         return SqlCrmSource.from_mapping(self.database_url, mapping)
 

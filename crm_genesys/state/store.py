@@ -120,6 +120,11 @@ dead_letters = sa.Table(
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("window", sa.String(64), nullable=True, quote=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # The mapping the rejected content was built with (`mapping_hash`): a letter is due again
+    # when the mapping changes. NULL until the window's run stamps it.
+    sa.Column("mapping_hash", sa.String(64), nullable=True),
+    # A person asked for the letter to be retried (the dead-letter job); cleared once tried.
+    sa.Column("retry_requested_at", sa.DateTime(timezone=True), nullable=True),
     # A re-run of a window that fails the same way again refreshes the letter, not duplicates it.
     sa.UniqueConstraint("business_key", "crm_version", "op", name="uq_dead_letters_key_version_op"),
     sa.Index("ix_dead_letters_window", "window"),
@@ -528,6 +533,105 @@ class SyncStateStore:
         with self.engine.connect() as conn:
             records = [tuple(row) for row in conn.execute(stmt)]
         return pd.DataFrame.from_records(records, columns=DEAD_LETTER_COLUMNS)
+
+    def stamp_dead_letters(self, window: str, mapping_hash: str) -> int:
+        """The window's letters were (re)tried with the mapping `mapping_hash`: record it and
+        clear any retry request; how many letters."""
+        stmt = (
+            dead_letters.update()
+            .where(dead_letters.c["window"] == window)
+            .values(mapping_hash=mapping_hash, retry_requested_at=None)
+        )
+        with self.engine.begin() as conn:
+            return int(conn.execute(stmt).rowcount or 0)
+
+    def clear_resolved_dead_letters(self) -> int:
+        """Delete the letters whose change has since taken effect: state holds a newer CRM
+        version of the key (the row changed and synced), or the same version with the letter's
+        effect (deleted for a delete, live for a create or update). How many were deleted."""
+        state = contact_state.alias("s")
+        effect = sa.case((dead_letters.c.op == "delete", True), else_=False)
+        resolved = (
+            sa.select(state.c.business_key)
+            .where(state.c.business_key == dead_letters.c.business_key)
+            .where(
+                sa.or_(
+                    state.c.crm_version > dead_letters.c.crm_version,
+                    sa.and_(
+                        state.c.crm_version == dead_letters.c.crm_version,
+                        state.c.deleted == effect,
+                    ),
+                )
+            )
+        )
+        with self.engine.begin() as conn:
+            return int(conn.execute(dead_letters.delete().where(resolved.exists())).rowcount or 0)
+
+    def request_dead_letter_retry(
+        self,
+        *,
+        keys: Iterable[str] | None = None,
+        codes: Iterable[str] | None = None,
+        windows: Iterable[str] | None = None,
+    ) -> int:
+        """Mark letters for a retry (all of them when nothing narrows it): those of `keys`, of
+        error `codes`, of `windows` (every condition given must hold). How many were marked."""
+        stmt = dead_letters.update().values(retry_requested_at=_now())
+        for column, values in (("business_key", keys), ("code", codes), ("window", windows)):
+            if values is not None:
+                stmt = stmt.where(dead_letters.c[column].in_(sorted(set(values))))
+        with self.engine.begin() as conn:
+            return int(conn.execute(stmt).rowcount or 0)
+
+    def due_dead_letters(self, mapping_hash: str) -> dict[str, list[str]]:
+        """Windows whose letters are due for a retry, with why: `requested:<epoch>` (a person
+        asked, latest at that time) and/or `mapping_changed` (a letter was built with another
+        mapping than `mapping_hash`). Window -> sorted reasons."""
+        asked = dead_letters.c.retry_requested_at.is_not(None)
+        remapped = sa.and_(
+            dead_letters.c.mapping_hash.is_not(None), dead_letters.c.mapping_hash != mapping_hash
+        )
+        stmt = sa.select(
+            dead_letters.c["window"], dead_letters.c.retry_requested_at, remapped.label("remapped")
+        ).where(sa.or_(asked, remapped))
+        latest: dict[str, dt.datetime] = {}
+        changed: set[str] = set()
+        with self.engine.connect() as conn:
+            for window, requested_at, was_remapped in conn.execute(stmt):
+                if requested_at is not None:
+                    seen = latest.get(str(window))
+                    latest[str(window)] = requested_at if seen is None else max(seen, requested_at)
+                if was_remapped:
+                    changed.add(str(window))
+        due: dict[str, list[str]] = {}
+        for window in sorted(set(latest) | changed):
+            why = ["mapping_changed"] if window in changed else []
+            if window in latest:
+                when = latest[window]
+                when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+                why.append(f"requested:{when.timestamp():.0f}")
+            due[window] = sorted(why)
+        return due
+
+    def dead_letter_summary(self, window: str | None = None) -> pd.DataFrame:
+        """Letters grouped by operation, status and error code (all, or one window's): columns
+        `op, status, code, letters, windows, oldest`, most letters first."""
+        stmt = sa.select(
+            dead_letters.c.op,
+            dead_letters.c.status,
+            dead_letters.c.code,
+            sa.func.count().label("letters"),
+            sa.func.count(sa.distinct(dead_letters.c["window"])).label("windows"),
+            sa.func.min(dead_letters.c.created_at).label("oldest"),
+        ).group_by(dead_letters.c.op, dead_letters.c.status, dead_letters.c.code)
+        if window is not None:
+            stmt = stmt.where(dead_letters.c["window"] == window)
+        with self.engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(stmt)]
+        frame = pd.DataFrame.from_records(
+            rows, columns=["op", "status", "code", "letters", "windows", "oldest"]
+        )
+        return frame.sort_values(["letters", "op"], ascending=[False, True], ignore_index=True)
 
     def counts(self) -> dict[str, int]:
         """Row counts for reports: live and deleted contacts, pending intents, dead letters."""

@@ -8,6 +8,9 @@ with nothing to send makes no request at all, not even a token request.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from crm_genesys.contacts.diff import ChangeSet
@@ -140,34 +143,76 @@ async def check_division(client: GenesysClient, division_id: str) -> None:
         )
 
 
+async def _report_progress(
+    client: GenesysClient, total: int, progress: Callable[[str], None], every: float
+) -> None:
+    """Every `every` seconds, one line of what the client has done so far."""
+    while True:
+        await asyncio.sleep(every)
+        m = client.metrics
+        written = sum(m.contacts_written.values())
+        progress(
+            f"{written:,} of {total:,} change(s) written so far, {m.requests:,} request(s), "
+            f"{m.rate_limited} answered 429, {m.elapsed:.0f} s"
+        )
+
+
 async def sync_window(
     changes: ChangeSet,
     mapping: Mapping,
     store: SyncStateStore,
     window: str,
     target: GenesysTarget,
+    progress: Callable[[str], None] | None = None,
+    progress_every: float = 15.0,
 ) -> SyncReport:
-    """Apply a window's changes to `target` (see the module docstring)."""
+    """Apply a window's changes to `target` (see the module docstring). `progress`, when
+    given, receives a line of progress every `progress_every` seconds while changes are sent."""
     record_version_bumps(store, changes, window)
     if changes.changes.empty and not store.pending_intents(window=window):
         return SyncReport()
     async with target.client() as client:
-        await bind_to_target(client, target, store)
-        source_id = await client.ensure_external_source(
-            mapping.external_source.name, mapping.external_source.uri_template
+        reporter = (
+            asyncio.create_task(
+                _report_progress(client, len(changes.changes), progress, progress_every)
+            )
+            if progress is not None
+            else None
         )
-        schema = await contact_schema_ref(client, mapping, push_if_missing=target.is_embedded)
-        if mapping.division is not None:
-            await check_division(client, mapping.division)
-        return await apply_changes(
-            changes,
-            client,
-            store,
-            source_id=source_id,
-            window=window,
-            batch_size=client.settings.batch_size,
-            max_in_flight=client.settings.max_in_flight,
-            schema=schema,
-            ownership=Ownership.from_mapping(mapping),
-            division_id=mapping.division,
-        )
+        try:
+            return await _send(client, changes, mapping, store, window, target)
+        finally:
+            if reporter is not None:
+                reporter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reporter
+
+
+async def _send(
+    client: GenesysClient,
+    changes: ChangeSet,
+    mapping: Mapping,
+    store: SyncStateStore,
+    window: str,
+    target: GenesysTarget,
+) -> SyncReport:
+    """Bind the state to the org, ensure the External Source and schema, apply the changes."""
+    await bind_to_target(client, target, store)
+    source_id = await client.ensure_external_source(
+        mapping.external_source.name, mapping.external_source.uri_template
+    )
+    schema = await contact_schema_ref(client, mapping, push_if_missing=target.is_embedded)
+    if mapping.division is not None:
+        await check_division(client, mapping.division)
+    return await apply_changes(
+        changes,
+        client,
+        store,
+        source_id=source_id,
+        window=window,
+        batch_size=client.settings.batch_size,
+        max_in_flight=client.settings.max_in_flight,
+        schema=schema,
+        ownership=Ownership.from_mapping(mapping),
+        division_id=mapping.division,
+    )
