@@ -9,7 +9,7 @@ export CRM_GENESYS_DATA_DIR ?= $(CURDIR)/.crm_genesys
 # `make prod`: its own instance, data and PostgreSQL under PROD_DIR (see docs/DEPLOY.md).
 PROD_DIR ?= $(CURDIR)/.prod
 
-.PHONY: venv demo dev prod test lint typecheck pytest bench emulator clean
+.PHONY: venv demo dev prod celery-worker test lint typecheck pytest bench emulator clean
 
 # The venv is (re)built from the pins whenever pyproject.toml or constraints.txt change.
 $(STAMP): pyproject.toml constraints.txt
@@ -47,6 +47,14 @@ prod: venv
 	    CRM_GENESYS_DATA_DIR=$(PROD_DIR)/data $(BIN)/crm-genesys crm generate; fi
 	DAGSTER_HOME=$(PROD_DIR)/dagster_home CRM_GENESYS_DATA_DIR=$(PROD_DIR)/data \
 	CRM_GENESYS_PROD_DIR=$(PROD_DIR) $(BIN)/python -m deploy.supervise
+
+# A Celery worker for CRM_GENESYS_EXECUTOR=celery (docs/DEPLOY.md): run it with the environment of
+# the code location plus CELERY_BROKER_URL and CELERY_RESULT_BACKEND; one per machine, or more
+# with distinct CELERY_WORKER_NAMEs.
+CELERY_WORKER_NAME ?= crm-genesys
+celery-worker: venv
+	$(BIN)/celery -A dagster_celery.app worker -Q dagster --prefetch-multiplier=1 \
+	    --loglevel=INFO -n $(CELERY_WORKER_NAME)@%h
 
 emulator: venv
 	$(BIN)/crm-genesys emulator serve --data $(CRM_GENESYS_DATA_DIR)

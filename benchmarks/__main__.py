@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, each comparing our code with a baseline run in the same process.
 
-Usage: python -m benchmarks [normalize|extract|sink ...] — all of them by default. Each writes its
-JSON to benchmarks/results/ and prints a table.
+Usage: python -m benchmarks [extract|normalize|sink|full_sync|sizing ...] — all by default.
+Each writes its JSON to benchmarks/results/ and prints a table.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("extract", "normalize", "sink", "full_sync")
+BENCHMARKS = ("extract", "normalize", "sink", "full_sync", "sizing")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,13 @@
-"""The one Definitions of crm-genesys, its resources built from the environment in one place."""
+"""The one Definitions of crm-genesys, its resources and executor built from the environment in
+one place."""
 
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 
+from crm_genesys import settings
+from crm_genesys.defs.alerts import ALERT_SENSORS
 from crm_genesys.defs.assets import contact_changes, crm_contacts, genesys_sync, normalized_contacts
 from crm_genesys.defs.automation import retry_failed_windows, sync_job, sync_schedule
 from crm_genesys.defs.dead_letters import dead_letters_job, drain_dead_letters
@@ -21,6 +24,9 @@ def frame_resources(frames: FrameStore | None = None) -> dict[str, Any]:
     return {"frames": store, "io_manager": FramesIOManager(store=store)}
 
 
+CELERY_VARS = ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+
+
 def resources_from_env() -> dict[str, Any]:
     """The CRM, Genesys, sync-state and frame resources as the environment configures them."""
     return {
@@ -29,6 +35,34 @@ def resources_from_env() -> dict[str, Any]:
         "state": SyncStateResource.from_env(),
         **frame_resources(),
     }
+
+
+def executor_from_env() -> dg.ExecutorDefinition | None:
+    """The executor of launched runs that `CRM_GENESYS_EXECUTOR` names.
+
+    `multiprocess`: None, Dagster's default (each step in a process of its own, on the machine of
+    the run). `celery`: dagster-celery's executor, steps queued to Celery workers through
+    `CELERY_BROKER_URL`, events back through `CELERY_RESULT_BACKEND`; both are read from the
+    environment of the run's process when it starts (never stored in config or shown), and the
+    workers read the same two variables. Runs executed in process (`crm-genesys sync`) ignore it.
+    Raises `SettingError` when celery is asked for without both URLs or without dagster-celery.
+    """
+    if settings.get("CRM_GENESYS_EXECUTOR") == "multiprocess":
+        return None
+    missing = [name for name in CELERY_VARS if not settings.get(name)]
+    if missing:
+        raise settings.SettingError(
+            f"CRM_GENESYS_EXECUTOR=celery needs {' and '.join(missing)} (e.g. "
+            "redis://127.0.0.1:6379/0), the same for the run's process and the Celery workers"
+        )
+    try:
+        from dagster_celery import celery_executor
+    except ImportError:
+        raise settings.SettingError(
+            "CRM_GENESYS_EXECUTOR=celery needs dagster-celery: pip install 'crm-genesys[celery]'"
+        ) from None
+    config = {"broker": {"env": CELERY_VARS[0]}, "backend": {"env": CELERY_VARS[1]}}
+    return celery_executor.configured(config, name="celery")
 
 
 def make_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
@@ -49,8 +83,9 @@ def make_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definitio
         ],
         jobs=[sync_job, full_sync_job, reconcile_job, dead_letters_job],
         schedules=[sync_schedule, reconcile_schedule],
-        sensors=[retry_failed_windows, cutover_windows, drain_dead_letters],
+        sensors=[retry_failed_windows, cutover_windows, drain_dead_letters, *ALERT_SENSORS],
         resources=chosen,
+        executor=executor_from_env(),
     )
 
 

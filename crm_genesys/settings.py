@@ -226,6 +226,35 @@ SETTINGS: dict[str, Setting] = {
             _int_at_least(1),
             "processes that normalize a large window (2 uses both cores, ~0.9 GiB more memory)",
         ),
+        Setting(
+            "CRM_GENESYS_EXECUTOR",
+            "multiprocess",
+            _choice(("multiprocess", "celery")),
+            "how a launched run executes its steps: multiprocess (a process per step, on the "
+            "run's machine) or celery (steps queued to Celery workers: CELERY_BROKER_URL)",
+        ),
+        Setting(
+            "CELERY_BROKER_URL",
+            "",
+            _text,
+            "the Celery broker (redis://host:6379/0) of CRM_GENESYS_EXECUTOR=celery; the "
+            "workers read the same variable. May hold a password: never shown",
+        ),
+        Setting(
+            "CELERY_RESULT_BACKEND",
+            "",
+            _text,
+            "where Celery workers return step events (e.g. the broker's Redis); the workers "
+            "read the same variable. May hold a password: never shown",
+        ),
+        Setting(
+            "CRM_GENESYS_ALERT_WEBHOOK_URL",
+            "",
+            _text,
+            "webhook that gets a short JSON message per failed run and failed blocking check "
+            "(https, or http on a loopback host); alerting is off when empty. A secret: only "
+            "its scheme and host are ever shown",
+        ),
     )
 }
 

@@ -5,59 +5,27 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import psutil
 import pytest
 
 from crm_genesys_tests.conftest import PostgresServer
+from crm_genesys_tests.deploy.prod_process import (
+    STARTUP_DEADLINE_S,
+    graphql,
+    healthy_daemons,
+    kill_tree,
+    poll,
+    start_supervisor,
+)
 from deploy.services import free_port
-from deploy.supervise import REPO, dagster_url
+from deploy.supervise import dagster_url
 
-STARTUP_DEADLINE_S = 180.0
 STOP_DEADLINE_S = 10.0
-DAEMON_HEALTH = """{ instance { daemonHealth { allDaemonStatuses {
-    daemonType required healthy } } } }"""
 JOBS = """{ repositoriesOrError { ... on RepositoryConnection {
     nodes { name jobs { name } } } } }"""
-
-
-def poll(predicate: Callable[[], Any], deadline_s: float, what: str, proc: subprocess.Popen) -> Any:
-    """`predicate()`'s first truthy value, polling until `deadline_s` (fails early if `proc`
-    died)."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the supervisor exited ({proc.returncode}) before {what}"
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"no {what} within {deadline_s:.0f} s")
-
-
-def graphql(port: int, query: str) -> dict[str, Any] | None:
-    try:
-        response = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": query}, timeout=5)
-    except httpx.TransportError:
-        return None
-    return response.json().get("data") if response.status_code == 200 else None
-
-
-def healthy_daemons(port: int) -> list[str] | None:
-    """The required daemons, once the webserver answers and all of them are healthy."""
-    data = graphql(port, DAEMON_HEALTH)
-    if not data:
-        return None
-    statuses = data["instance"]["daemonHealth"]["allDaemonStatuses"]
-    required = [s for s in statuses if s["required"]]
-    if not required or not all(s["healthy"] for s in required):
-        return None
-    return sorted(s["daemonType"] for s in required)
 
 
 @pytest.fixture
@@ -78,23 +46,11 @@ def supervisor(
             # Stragglers are killed after 7 s, inside the 10 s the test allows.
             "CRM_GENESYS_PROD_STOP_GRACE_S": "7",
         }
-        log = tmp_path / "supervisor.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "deploy.supervise"],
-                cwd=REPO,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        proc = start_supervisor(env, tmp_path / "supervisor.log")
         try:
-            yield proc, port, log
+            yield proc, port, tmp_path / "supervisor.log"
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                for child in psutil.Process(proc.pid).children(recursive=True):
-                    child.kill()
-                proc.wait()
+            kill_tree(proc)
 
 
 def test_prod_serves_the_ui_with_healthy_daemons_and_stops_on_sigterm(
