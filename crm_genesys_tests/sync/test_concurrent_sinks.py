@@ -5,7 +5,6 @@ every change is accounted for in the run that had it."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,13 @@ from crm_genesys.genesys.types import BulkItemResult, Contact
 from crm_genesys.state.store import SyncStateStore
 from crm_genesys.sync.sink import SyncReport, apply_changes
 from crm_genesys_tests.sync.fake_api import FakeContactsApi
-from crm_genesys_tests.sync.helpers import change, changeset, diff_against_state
+from crm_genesys_tests.sync.helpers import (
+    body_for,
+    canonical,
+    change,
+    changeset,
+    diff_against_state,
+)
 
 SOURCE = "src-crm"
 
@@ -156,6 +161,4 @@ def test_a_live_runs_pending_create_is_never_resolved_by_another_run(
 
 
 def _payload(key: str, version: int) -> str:
-    return json.dumps(
-        {"firstName": f"First {key}", "lastName": f"v{version}"}, sort_keys=True, separators=(",", ":")
-    )
+    return canonical(body_for(key, version))
