@@ -16,6 +16,7 @@ from crm_genesys.contacts.schema import build_contact_schema
 from crm_genesys.genesys.client import GenesysClient
 from crm_genesys.genesys.target import GenesysTarget, identify
 from crm_genesys.state.store import BindingMismatch, DeleteWrite, SyncStateStore
+from crm_genesys.sync.concurrency import WINDOW, Lane
 from crm_genesys.sync.ownership import Ownership
 from crm_genesys.sync.sink import SyncReport, apply_changes
 
@@ -111,8 +112,13 @@ async def sync_window(
     store: SyncStateStore,
     window: str,
     target: GenesysTarget,
+    *,
+    lane: Lane = WINDOW,
+    run_id: str | None = None,
 ) -> SyncReport:
-    """Apply a window's changes to `target` (see the module docstring)."""
+    """Apply a window's changes to `target` (see the module docstring). `window` labels what
+    the sink records; `lane` and `run_id` name the sink among those that run at once
+    (`sync.concurrency`)."""
     record_version_bumps(store, changes, window)
     if changes.changes.empty and not store.pending_intents(window=window):
         return SyncReport()
@@ -132,4 +138,6 @@ async def sync_window(
             max_in_flight=client.settings.max_in_flight,
             schema=schema,
             ownership=Ownership.from_mapping(mapping),
+            lane=lane,
+            run_id=run_id,
         )
