@@ -8,10 +8,10 @@ things keep them correct and fair, both through the sync-state store:
   host, or silent for `CLAIM_TTL` seconds on any host) may be taken over.
 - **Lanes** (`allotted_share`): each sink announces itself once a second (its heartbeat, with
   what it spent over the last minute) and paces to the share of the client's budget its lane
-  is allotted. A lane of higher priority goes first: while a live sink runs, or ran within the
-  last minute (what it spent still counts in the platform's window), lower lanes leave it
-  twice its recent spend, at least `MIN_RESERVE` of our share and at most all but `FLOOR` of it.
-  Sinks of one lane split what their lane gets. Our total stays within the client's
+  is allotted. A lane of higher priority goes first: while a live sink runs, lower lanes keep
+  only `FLOOR` of our share; for a minute after one ran (what it spent still counts in the
+  platform's window, and the next live run comes soon) they leave it twice its recent spend,
+  at least `MIN_RESERVE` of our share. Sinks of one lane split what their lane gets. Our total stays within the client's
   `rate_share`; each pacer still reads the shared `inin-ratelimit-count`, so whatever else
   spends the client's budget is left its room.
 """
@@ -33,9 +33,9 @@ CLAIM_TTL = 60.0
 ALIVE_S = 5.0
 # What a sink spent stays counted this long after it was last seen: the platform's window.
 HOLD_S = 60.0
-# While a higher lane is present, lower lanes keep at least this share of our budget...
+# While a higher lane runs, lower lanes keep this share of our budget...
 FLOOR = 0.25
-# ...and leave it at least this share, or twice what it spent over the last minute.
+# ...and for a minute after, leave it at least this share, or twice what it spent.
 MIN_RESERVE = 0.1
 HEADROOM = 2.0
 
@@ -88,7 +88,10 @@ def allotted_share(
     running = [s for s in others if s.ended_at is None and _age(now, s.seen_at) <= ALIVE_S]
     peers = 1 + sum(1 for s in running if s.priority == me.priority)
     budget = max(1.0, budget_per_minute)
-    # Higher lanes count while what they spent is still in the platform's window.
+    if any(s.priority > me.priority for s in running):
+        return max(_TINY, FLOOR * total / peers)
+    # Higher lanes that ran lately keep a reserve while what they spent is still in the
+    # platform's window: the next of their runs finds room at once.
     higher = [s for s in others if s.priority > me.priority and _age(now, _last(s)) <= HOLD_S]
     if higher:
         demand = sum(s.spend_per_minute for s in higher) / budget

@@ -93,7 +93,7 @@ def next_range(
     """The next range to sync after cursor `upto`, or None when the CRM modified nothing in
     [upto, now). `count(start, end)` counts the CRM rows modified in [start, end). When more
     than `max_rows` were, the end is cut back (bisected on time) to hold at most `max_rows`
-    of them, but never below one `_RESOLUTION` step: rows of one instant are never split."""
+    of them; rows of one instant are never split (a first instant holding more goes whole)."""
     if now <= upto:
         return None
     rows = count(upto, now)
@@ -108,9 +108,27 @@ def next_range(
                 high = middle
             else:
                 low = middle
-        end = max(low, upto + _RESOLUTION)
+        end = low
         rows = count(upto, end)
+        if rows == 0:
+            # The first instant alone holds more than `max_rows`: it goes whole.
+            end = _first_end_with_rows(count, upto, high)
+            rows = count(upto, end)
     return LiveRange(upto - overlap, end, rows)
+
+
+def _first_end_with_rows(
+    count: Callable[[datetime, datetime], int], upto: datetime, high: datetime
+) -> datetime:
+    """The earliest end (to `_RESOLUTION`) after `upto` whose range holds a row; `high` does."""
+    low = upto
+    while high - low > _RESOLUTION:
+        middle = low + (high - low) / 2
+        if count(upto, middle) > 0:
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 @dataclass
