@@ -11,9 +11,9 @@ things keep them correct and fair, both through the sync-state store:
   is allotted. A lane of higher priority goes first: while a live sink runs, lower lanes keep
   only `FLOOR` of our share; for a minute after one ran (what it spent still counts in the
   platform's window, and the next live run comes soon) they leave it twice its recent spend,
-  at least `MIN_RESERVE` of our share. Sinks of one lane split what their lane gets. Our total stays within the client's
-  `rate_share`; each pacer still reads the shared `inin-ratelimit-count`, so whatever else
-  spends the client's budget is left its room.
+  at least `MIN_RESERVE` of our share. Sinks of one lane split what their lane gets. Our
+  total stays within the client's `rate_share`; each pacer still reads the shared
+  `inin-ratelimit-count`, so whatever else spends the client's budget is left its room.
 """
 
 from __future__ import annotations
