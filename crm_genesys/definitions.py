@@ -12,6 +12,7 @@ from crm_genesys.defs.assets import contact_changes, crm_contacts, genesys_sync,
 from crm_genesys.defs.automation import retry_failed_windows, sync_job, sync_schedule
 from crm_genesys.defs.dead_letters import dead_letters_job, drain_dead_letters
 from crm_genesys.defs.full_sync import cutover_windows, full_sync_job, genesys_full_sync
+from crm_genesys.defs.live import genesys_live_sync, live_sync_job, sync_live_changes
 from crm_genesys.defs.reconciliation import reconcile_job, reconcile_schedule
 from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
 from crm_genesys.defs.storage import FramesIOManager, FrameStore
@@ -80,10 +81,17 @@ def make_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definitio
             contact_changes,
             genesys_sync,
             genesys_full_sync,
+            genesys_live_sync,
         ],
-        jobs=[sync_job, full_sync_job, reconcile_job, dead_letters_job],
+        jobs=[sync_job, full_sync_job, reconcile_job, dead_letters_job, live_sync_job],
         schedules=[sync_schedule, reconcile_schedule],
-        sensors=[retry_failed_windows, cutover_windows, drain_dead_letters, *ALERT_SENSORS],
+        sensors=[
+            retry_failed_windows,
+            cutover_windows,
+            drain_dead_letters,
+            sync_live_changes,
+            *ALERT_SENSORS,
+        ],
         resources=chosen,
         executor=executor_from_env(),
     )

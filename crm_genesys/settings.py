@@ -221,6 +221,46 @@ SETTINGS: dict[str, Setting] = {
             "owners shown on the assets: comma-separated e-mails or team:name",
         ),
         Setting(
+            "CRM_GENESYS_LIVE",
+            "on",
+            _choice(("on", "off")),
+            "the live path (the sync_live_changes sensor) runs by default (on) or is off until "
+            "started in the UI",
+        ),
+        Setting(
+            "CRM_GENESYS_LIVE_INTERVAL_SECONDS",
+            "5",
+            _int_at_least(1),
+            "seconds between two looks of the live sensor at the CRM",
+        ),
+        Setting(
+            "CRM_GENESYS_LIVE_OVERLAP_SECONDS",
+            "30",
+            _int_at_least(0),
+            "seconds before its cursor that each live range starts again (late commits, CRM "
+            "clock skew; re-read rows cost no request)",
+        ),
+        Setting(
+            "CRM_GENESYS_LIVE_MAX_RUNS",
+            "2",
+            _int_at_least(1),
+            "live runs queued or in flight at most; beyond, the next range grows",
+        ),
+        Setting(
+            "CRM_GENESYS_LIVE_MAX_ROWS",
+            "20000",
+            _int_at_least(1),
+            "CRM rows modified since the cursor that one live run takes at most (a flood is "
+            "cut into runs of this size)",
+        ),
+        Setting(
+            "CRM_GENESYS_LIVE_NOTIFY_CHANNEL",
+            "",
+            _text,
+            "a PostgreSQL CRM's LISTEN/NOTIFY channel that signals changes; the sensor then "
+            "queries the CRM only when notified (empty: poll each interval)",
+        ),
+        Setting(
             "CRM_GENESYS_WORKERS",
             "1",
             _int_at_least(1),

@@ -11,11 +11,11 @@ fails those whose process is gone. The window lease of the sync state uses the s
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Mapping
 
 import dagster as dg
 
+from crm_genesys.processes import process_alive, process_started, this_host
 from crm_genesys.state.store import SyncStateStore, WindowLease
 
 HOST_TAG = "crm_genesys/host"
@@ -28,39 +28,6 @@ _ACTIVE = [
     dg.DagsterRunStatus.NOT_STARTED,
 ]
 _ENDED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
-
-
-def this_host() -> str:
-    return socket.gethostname()
-
-
-def process_started(pid: int) -> int | None:
-    """When process `pid` started, in clock ticks since boot (Linux `/proc`); 0 where `/proc`
-    is missing (then only the pid is compared); None when no such process exists."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            # Field 22 (starttime), counted after the parenthesised command name.
-            return int(stat.read().rsplit(b")", 1)[1].split()[19])
-    except FileNotFoundError:
-        return None if os.path.isdir("/proc") else (0 if _pid_exists(pid) else None)
-    except (OSError, IndexError, ValueError):
-        return 0 if _pid_exists(pid) else None
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def process_alive(pid: int, started: int) -> bool:
-    """Whether the process `pid` that started at `started` (see `process_started`) still runs."""
-    now = process_started(pid)
-    return now is not None and (started == 0 or now == 0 or now == started)
 
 
 def process_tags() -> dict[str, str]:

@@ -136,6 +136,21 @@ class Pacer:
         self._rate = max(_MIN_RATE_SHARE, self._aimd) * self._full_rate
 
     @property
+    def share(self) -> float:
+        """The share of the budget we pace to at most (`set_share`)."""
+        return self._share
+
+    def set_share(self, share: float) -> None:
+        """Pace to `share` of the budget from now on: sinks that run at once divide the
+        client's budget between them while they run (`sync.concurrency`)."""
+        if not 0 < share <= 1:
+            raise ValueError("share must be in (0, 1]")
+        if share != self._share:
+            self._share = share
+            self._retarget()
+            self._level = min(self._level, float(self._burst))
+
+    @property
     def budget_per_minute(self) -> int:
         """The OAuth client's budget (configured, or lower while the platform says so)."""
         return self._budget

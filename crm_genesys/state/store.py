@@ -10,6 +10,13 @@ Tables
   known. A pending intent after a crash means "a contact with this ExternalId may exist": the next
   run looks it up before creating again (exactly-once creates).
 - `dead_letters`: items Genesys rejected permanently, with the reason and the CRM metadata.
+- `sinks`: every sink (`sync.sink.apply_changes` call) that runs or ran lately: who it is (run
+  id, lane and priority, host and process), when it was last seen (a heartbeat each second) and
+  what it spends of the rate budget. The lanes share the budget by it (`sync.lanes`), and its
+  heartbeat tells whether a claim's holder is still alive.
+- `key_claims`: the business keys a sink is writing right now, one holder per key. A sink claims
+  the keys of a batch before it sends anything for them and releases them in the transaction
+  that records the batch's outcome; a key held by another live sink is left for later.
 - `bindings`: what the state was built against (the Genesys org, the window length); a run
   against anything else is refused (`BindingMismatch`), so one org's state never drives another.
 - `window_leases`: the run that is syncing a window right now (one at a time per window).
@@ -47,6 +54,8 @@ from crm_genesys.contacts.diff import SNAPSHOT_COLUMNS
 IN_CHUNK = 5_000
 # Rows per executemany: keeps a batch's parameter list small in memory.
 WRITE_CHUNK = 5_000
+# Keys per multi-row claim INSERT (3 parameters each).
+CLAIM_CHUNK = 1_000
 
 INTENT_COLUMNS = [
     "id",
@@ -138,6 +147,34 @@ bindings = sa.Table(
     sa.Column("value", sa.String(255), nullable=False),
     sa.Column("label", sa.Text, nullable=False),
     sa.Column("bound_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+sinks = sa.Table(
+    "sinks",
+    metadata,
+    # One row per sink: its holder id is the run id that names its intents and claims.
+    sa.Column("holder", sa.String(64), primary_key=True),
+    sa.Column("lane", sa.String(16), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("pid_started", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    # The heartbeat: refreshed about once a second while the sink runs.
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+    # Requests per minute it sent over the last minute (what the lanes share out).
+    sa.Column("spend_per_minute", sa.Float, nullable=False, default=0.0),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+key_claims = sa.Table(
+    "key_claims",
+    metadata,
+    # At most one sink writes a key at a time: the row is the claim, its holder a sink's id.
+    sa.Column("business_key", sa.String(255), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_key_claims_holder", "holder"),
 )
 
 window_leases = sa.Table(
@@ -294,6 +331,61 @@ class WindowLease:
     acquired_at: dt.datetime
 
 
+@dataclass(frozen=True)
+class SinkIdentity:
+    """Who a sink is: `holder` (the run id that names its intents and key claims), its `lane`
+    and the lane's `priority` (higher goes first), and the process it runs in (`pid` started at
+    `pid_started` clock ticks since boot, on `host`)."""
+
+    holder: str
+    lane: str
+    priority: int
+    host: str
+    pid: int
+    pid_started: int
+
+
+@dataclass(frozen=True)
+class SinkPresence:
+    """A row of `sinks`: a sink, when it started, when it was last seen (its heartbeat), what
+    it spent per minute over the last minute, and when it ended (None while it runs)."""
+
+    holder: str
+    lane: str
+    priority: int
+    host: str
+    pid: int
+    pid_started: int
+    started_at: dt.datetime
+    seen_at: dt.datetime
+    spend_per_minute: float
+    ended_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class StateRow:
+    """One `contact_state` row as the sink plans with it (`SNAPSHOT_COLUMNS`)."""
+
+    business_key: str
+    contact_id: str | None
+    content_hash: str
+    crm_version: int
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class KeyClaim:
+    """What `SyncStateStore.claim_keys` got. `claimed`: the keys the claimant holds now (it may
+    write them), with `state` (their `contact_state` rows, read after the claim; a key without
+    a row is absent) and `intents` (the pending create intents on them, any run's, oldest first).
+    `held`: the keys another live sink holds (key -> its holder); they must not be written."""
+
+    claimed: list[str]
+    held: dict[str, str]
+    state: dict[str, StateRow]
+    intents: dict[str, list[PendingIntent]]
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -357,6 +449,15 @@ class StoreBatch:
 
     def dead_letter(self, letters: Iterable[DeadLetter]) -> None:
         self._store._dead_letter(self._conn, list(letters), self._window)
+
+    def release_keys(self, holder: str, keys: Iterable[str] | None = None) -> None:
+        """Give back `holder`'s claims on `keys` (all of them when None)."""
+        stmt = key_claims.delete().where(key_claims.c.holder == holder)
+        if keys is None:
+            self._conn.execute(stmt)
+            return
+        for chunk in _chunks(sorted(set(keys)), IN_CHUNK):
+            self._conn.execute(stmt.where(key_claims.c.business_key.in_(list(chunk))))
 
 
 class SyncStateStore:
@@ -649,6 +750,149 @@ class SyncStateStore:
             "intents_pending": int(pending),
             "dead_letters": int(letters or 0),
         }
+
+    # ---------------------------------------------------------------- sinks and key claims
+
+    def announce_sink(
+        self, sink: SinkIdentity, *, spend_per_minute: float = 0.0, forget_after: float = 3600.0
+    ) -> list[SinkPresence]:
+        """Record that `sink` runs now (its heartbeat, with what it spent per minute over the
+        last minute); return every sink seen within `forget_after` seconds, itself included.
+        Rows of sinks not seen for longer are deleted (with any claims they still hold)."""
+        now = _now()
+        values = {
+            "lane": sink.lane,
+            "priority": sink.priority,
+            "host": sink.host,
+            "pid": sink.pid,
+            "pid_started": sink.pid_started,
+            "seen_at": now,
+            "spend_per_minute": float(spend_per_minute),
+            "ended_at": None,
+        }
+        stmt = self._insert(sinks).values(holder=sink.holder, started_at=now, **values)
+        horizon = now - dt.timedelta(seconds=forget_after)
+        with self.engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_update(index_elements=[sinks.c.holder], set_=values))
+            forgotten = sa.select(sinks.c.holder).where(sinks.c.seen_at < horizon)
+            conn.execute(key_claims.delete().where(key_claims.c.holder.in_(forgotten)))
+            conn.execute(sinks.delete().where(sinks.c.seen_at < horizon))
+            rows = conn.execute(sa.select(sinks)).all()
+        return [_presence(row) for row in rows]
+
+    def end_sink(self, holder: str) -> None:
+        """`holder` has ended: every key it claims is released, its row marked ended (kept a
+        while: the lanes remember what it spent)."""
+        with self.engine.begin() as conn:
+            conn.execute(key_claims.delete().where(key_claims.c.holder == holder))
+            conn.execute(
+                sinks.update()
+                .where(sinks.c.holder == holder)
+                .values(ended_at=_now(), spend_per_minute=0.0)
+            )
+
+    def sinks(self) -> list[SinkPresence]:
+        """Every sink the store remembers, running or lately ended."""
+        with self.engine.connect() as conn:
+            return [_presence(row) for row in conn.execute(sa.select(sinks))]
+
+    def claim_keys(
+        self,
+        keys: Iterable[str],
+        holder: str,
+        *,
+        stale: Callable[[str, SinkPresence | None], bool],
+    ) -> KeyClaim:
+        """Claim `keys` for sink `holder` (see `KeyClaim`); keys it holds already stay its own.
+
+        A key another sink holds is taken over only when `stale(that holder, its row of sinks
+        or None)` says that sink is gone (ended, dead, never announced); then atomically: of two
+        claimants taking a key at once, one gets it. Claims are taken in key order, so
+        concurrent claimants wait for each other on PostgreSQL instead of deadlocking."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return KeyClaim([], {}, {}, {})
+        now = _now()
+        owners: dict[str, str] = {}
+        with self.engine.begin() as conn:
+            for chunk in _chunks(wanted, CLAIM_CHUNK):
+                rows = [{"business_key": k, "holder": holder, "claimed_at": now} for k in chunk]
+                conn.execute(
+                    self._insert(key_claims)
+                    .values(rows)
+                    .on_conflict_do_nothing(index_elements=[key_claims.c.business_key])
+                )
+                owners.update(self._claim_owners(conn, list(chunk)))
+        others = {k: h for k, h in owners.items() if h != holder}
+        if others:
+            presence = self._presences(set(others.values()))
+            gone = {h for h in set(others.values()) if stale(h, presence.get(h))}
+            if gone:
+                with self.engine.begin() as conn:
+                    for old in sorted(gone):
+                        taken = sorted(k for k, h in others.items() if h == old)
+                        for chunk in _chunks(taken, IN_CHUNK):
+                            conn.execute(
+                                key_claims.update()
+                                .where(key_claims.c.holder == old)
+                                .where(key_claims.c.business_key.in_(list(chunk)))
+                                .values(holder=holder, claimed_at=now)
+                            )
+                    taken_keys = sorted(k for k, h in others.items() if h in gone)
+                    for chunk in _chunks(taken_keys, IN_CHUNK):
+                        owners.update(self._claim_owners(conn, list(chunk)))
+        claimed = [k for k in wanted if owners.get(k) == holder]
+        held = {k: owners[k] for k in wanted if k in owners and owners[k] != holder}
+        with self.engine.connect() as conn:
+            state = self._state_rows(conn, claimed)
+            intents: dict[str, list[PendingIntent]] = {}
+            for intent in self._pending_of(conn, claimed):
+                intents.setdefault(intent.business_key, []).append(intent)
+        return KeyClaim(claimed, held, state, intents)
+
+    def release_keys(self, holder: str, keys: Iterable[str] | None = None) -> None:
+        """Give back the claims `holder` has on `keys` (all its claims when None)."""
+        with self.batch() as tx:
+            tx.release_keys(holder, keys)
+
+    def key_claims(self) -> dict[str, str]:
+        """Every claim held now: business key -> holder."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(key_claims.c.business_key, key_claims.c.holder))
+            return {str(k): str(h) for k, h in rows}
+
+    def _claim_owners(self, conn: Connection, keys: list[str]) -> dict[str, str]:
+        stmt = sa.select(key_claims.c.business_key, key_claims.c.holder).where(
+            key_claims.c.business_key.in_(keys)
+        )
+        return {str(k): str(h) for k, h in conn.execute(stmt)}
+
+    def _presences(self, holders: set[str]) -> dict[str, SinkPresence]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(sinks).where(sinks.c.holder.in_(sorted(holders))))
+            return {row.holder: _presence(row) for row in rows}
+
+    def _state_rows(self, conn: Connection, keys: list[str]) -> dict[str, StateRow]:
+        cols = [contact_state.c[name] for name in SNAPSHOT_COLUMNS]
+        out: dict[str, StateRow] = {}
+        for chunk in _chunks(keys, IN_CHUNK):
+            stmt = sa.select(*cols).where(contact_state.c.business_key.in_(list(chunk)))
+            for key, cid, digest, version, deleted in conn.execute(stmt):
+                out[str(key)] = StateRow(str(key), cid, digest or "", int(version), bool(deleted))
+        return out
+
+    def _pending_of(self, conn: Connection, keys: list[str]) -> list[PendingIntent]:
+        cols = [create_intents.c[name] for name in INTENT_COLUMNS]
+        rows: list[Any] = []
+        for chunk in _chunks(keys, IN_CHUNK):
+            stmt = sa.select(*cols).where(
+                create_intents.c.status == "pending",
+                create_intents.c.business_key.in_(list(chunk)),
+            )
+            rows.extend(conn.execute(stmt))
+        intents = [_intent(row) for row in rows]
+        intents.sort(key=lambda i: (i.created_at, i.id))
+        return intents
 
     # ---------------------------------------------------------------- bindings and leases
 
@@ -1198,3 +1442,35 @@ def _latest(rows: list[_W]) -> list[_W]:
         if seen is None or row.crm_version >= seen.crm_version:
             best[row.business_key] = row
     return list(best.values())
+
+
+def _presence(row: Any) -> SinkPresence:
+    return SinkPresence(
+        holder=str(row.holder),
+        lane=str(row.lane),
+        priority=int(row.priority),
+        host=str(row.host),
+        pid=int(row.pid),
+        pid_started=int(row.pid_started),
+        started_at=_utc(row.started_at),
+        seen_at=_utc(row.seen_at),
+        spend_per_minute=float(row.spend_per_minute or 0.0),
+        ended_at=None if row.ended_at is None else _utc(row.ended_at),
+    )
+
+
+def _intent(row: Any) -> PendingIntent:
+    return PendingIntent(
+        id=row.id,
+        business_key=row.business_key,
+        crm_version=int(row.crm_version),
+        content_hash=row.content_hash,
+        run_id=row.run_id,
+        window=row.window,
+        created_at=row.created_at,
+    )
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """An aware UTC datetime (SQLite keeps no zone: its naive values are UTC)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

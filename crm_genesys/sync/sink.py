@@ -27,35 +27,55 @@ Contract (`apply_changes`):
   code and message: the window fails with that reason. Only the client's retryable errors are
   retried; any other exception (a bug) propagates with its traceback.
 - State is written per batch, as results arrive, in one transaction with the batch's intent
-  resolutions and dead letters: a crash keeps everything that was done.
+  resolutions, dead letters and the release of its finished keys: a crash keeps everything that
+  was done. An intent is committed before the create it announces is sent.
 - State writes are monotonic per key (enforced in SQL by the store), and a change older than
   state at apply time is skipped as stale.
 - A delete that finds nothing is done.
+- Several sinks may run at once (windows, live runs, a full sync): a sink writes a business key
+  only while it holds the key's claim (`SyncStateStore.claim_keys`), taken per batch before
+  anything is sent for it and released with the batch's outcome. Once claimed, the key's change
+  is checked again against state as it is now (stale, already applied, or another operation).
+  A key another live sink holds waits for a later round; still held after `max_rounds`, its
+  change fails retryably (`key_claimed`), so accounting stays exact. Pending intents are
+  resolved only under a claim, so the in-flight creates of a live sink are never looked up by
+  another; claims of a sink that is gone are taken over (`sync.concurrency.holder_gone`).
+- Each sink announces itself in the state once a second and paces to the share of the client's
+  budget its lane is allotted (`sync.concurrency`): live runs first.
+- State reads and writes run in worker threads (`state_threads`), never on the event loop, so
+  a slow state database never stalls the requests in flight.
 
 Cost: a create, a delete and an update of a whole-contact mapping are one request per batch; a
 merged update is two (fetch, then update). Batches run concurrently (at most `max_in_flight`
 requests at once), so one batch's fetch overlaps other batches' updates and the pacer keeps the
 request rate at the budget: a merged update costs request budget, not latency.
 
-Assumption: one sync at a time writes a given business key (the `genesys_api` concurrency pool
-of the Dagster deployment). Pending intents are resolved whichever run wrote them, so a run that
-is alive while another starts could have its in-flight create looked up too early. State writes
-stay monotonic regardless: an older window never overwrites a newer one. The platform has no
-conditional update: an edit made between our fetch and our update of a contact (milliseconds)
-is overwritten.
+The platform has no conditional update: an edit made by someone else between our fetch and our
+update of a contact (milliseconds) is overwritten.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
+import functools
 import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Mapping,
+    Sequence,
+)
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
 import pandas as pd
 
@@ -73,9 +93,19 @@ from crm_genesys.state.store import (
     DeleteWrite,
     IntentWrite,
     PendingIntent,
+    SinkPresence,
     StateWrite,
     StoreBatch,
     SyncStateStore,
+)
+from crm_genesys.sync.concurrency import (
+    CLAIM_TTL,
+    HEARTBEAT_S,
+    WINDOW,
+    Lane,
+    allotted_share,
+    holder_gone,
+    identity,
 )
 from crm_genesys.sync.ownership import Ownership, merge_contact, writable
 
@@ -93,7 +123,10 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = (
 MAX_ROUND_DELAY = 30.0
 # The longest a run waits for lookups to become trustworthy; longer waits defer to a re-run.
 MAX_LAG_WAIT = 30.0
+# Worker threads for state reads and writes (each holds at most one database connection).
+STATE_THREADS = 8
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -209,6 +242,9 @@ class _Item:
     last_error: str = ""
     # The owned fields the payload holds a value in (`Ownership.present`), once computed.
     present: frozenset[str] | None = None
+    # Pending create intents of other (ended) runs on this key: a lookup that finds the
+    # contact adopts it with their content, and resolves them.
+    foreign: list[PendingIntent] = field(default_factory=list)
 
 
 @dataclass
@@ -220,9 +256,27 @@ class _Outcome:
     deleted: list[DeleteWrite] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
     resolved: dict[str, str | None] = field(default_factory=dict)
+    # Other runs' intents resolved by this batch (key -> contact id found, or None).
+    adopted: dict[str, str | None] = field(default_factory=dict)
     done: list[_Item] = field(default_factory=list)
+    # Done without a write: found applied already when the key was claimed.
+    already: list[_Item] = field(default_factory=list)
+    stale: list[_Item] = field(default_factory=list)
     dead: list[_Item] = field(default_factory=list)
     again: list[_Item] = field(default_factory=list)
+
+    def finished(self) -> list[str]:
+        """Keys whose change needs nothing more from this run (their claims are released)."""
+        return [i.key for i in (*self.done, *self.already, *self.stale, *self.dead)]
+
+
+@dataclass(frozen=True)
+class _Unknown:
+    """A key whose pending intents could not be resolved yet: its lookup can be trusted from
+    `lookup_after` (epoch seconds); `intents` are what a lookup that finds it adopts."""
+
+    lookup_after: float
+    intents: list[PendingIntent]
 
 
 class _Run:
@@ -247,6 +301,9 @@ class _Run:
         max_lag_wait: float,
         clock: Clock,
         sleep: Sleep,
+        lane: Lane,
+        executor: Executor,
+        claim_ttl: float,
     ) -> None:
         self.api = api
         self.store = store
@@ -268,6 +325,98 @@ class _Run:
         self.slots = asyncio.Semaphore(max_in_flight)
         self.next_round: list[_Item] = []
         self.deferred: list[_Item] = []
+        self.executor = executor
+        self.identity = identity(run_id, lane)
+        self.claim_ttl = claim_ttl
+        # Keys this run holds the claim of (it may write them).
+        self.held: set[str] = set()
+        # The share of the client's budget the lanes divide (the pacer's own share at start).
+        pacer = getattr(api, "pacer", None)
+        self.pacer = pacer if hasattr(pacer, "set_share") else None
+        self.total_share = float(self.pacer.share) if self.pacer is not None else 1.0
+        # (monotonic time, requests so far): what this run spent over the last minute.
+        self.spend: collections.deque[tuple[float, int]] = collections.deque()
+
+    # ------------------------------------------------------------ state, off the loop
+
+    async def db(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """`fn(*args, **kwargs)` (a state read or write) in a worker thread: the event loop,
+        and with it every request in flight, never waits for the database."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    def gone(self, holder: str, presence: SinkPresence | None) -> bool:
+        """Whether the sink `holder` whose claim is in the way is gone (see `holder_gone`)."""
+        return holder_gone(
+            presence,
+            now=dt.datetime.now(dt.UTC),
+            host=self.identity.host,
+            ttl=self.claim_ttl,
+        )
+
+    async def heartbeat(self) -> None:
+        """Announce this sink once a second, with what it spent over the last minute, and pace
+        to the share of the budget its lane is allotted (`sync.concurrency`). Unable to announce
+        itself for half of `claim_ttl`, the sink stops (raises): others may soon take its keys."""
+        last = time.monotonic()
+        while True:
+            await self.sleep(HEARTBEAT_S)
+            try:
+                await self.announce()
+                last = time.monotonic()
+            except Exception:
+                if time.monotonic() - last > self.claim_ttl / 2:
+                    raise
+                log.warning("sink %s could not announce itself; trying again", self.run_id)
+
+    async def announce(self) -> None:
+        now = time.monotonic()
+        self.spend.append((now, self.report.requests))
+        while self.spend and self.spend[0][0] < now - 60.0:
+            self.spend.popleft()
+        first_at, first = self.spend[0]
+        elapsed = max(now - first_at, HEARTBEAT_S)
+        per_minute = (self.report.requests - first) * 60.0 / elapsed
+        sinks = await self.db(self.store.announce_sink, self.identity, spend_per_minute=per_minute)
+        if self.pacer is not None:
+            share = allotted_share(
+                self.identity,
+                sinks,
+                now=dt.datetime.now(dt.UTC),
+                total=self.total_share,
+                budget_per_minute=float(self.pacer.budget_per_minute),
+            )
+            self.pacer.set_share(min(1.0, share))
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """While the block runs: the sink is announced, its heartbeat beats. Afterwards its
+        claims are released, it is marked ended, and its pacer gets its whole share back."""
+        await self.announce()
+        beat = asyncio.ensure_future(self.heartbeat())
+        main = asyncio.current_task()
+
+        def stop_main(task: asyncio.Future[None]) -> None:
+            if main is not None and not task.cancelled() and task.exception() is not None:
+                main.cancel()
+
+        beat.add_done_callback(stop_main)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if beat.done() and not beat.cancelled() and beat.exception() is not None:
+                raise RuntimeError("the sink lost its sync state") from beat.exception()
+            raise
+        finally:
+            beat.cancel()
+            await asyncio.wait([beat])  # its outcome was dealt with above
+            try:
+                # Synchronous: the run is over (or being cancelled), nothing else is in flight.
+                self.store.end_sink(self.identity.holder)
+            except Exception:  # the claims then die with the heartbeat (CLAIM_TTL)
+                log.warning("could not release the claims of sink %s", self.identity.holder)
+            if self.pacer is not None:
+                self.pacer.set_share(self.total_share)
 
     # ------------------------------------------------------------ entities
 
@@ -349,26 +498,50 @@ class _Run:
 
     # ------------------------------------------------------------ phase 1: intents
 
-    async def resolve_pending_intents(self, keys: Iterable[str]) -> dict[str, float]:
-        """Resolve pending intents of `keys` and of this window. Returns the keys still unknown
-        (lookup failed, or not yet trustworthy) with the time their lookup becomes trustworthy:
-        they must not be created before a trustworthy lookup."""
-        if not self.store.has_pending_intents():
+    async def resolve_pending_intents(self, keys: Sequence[str]) -> dict[str, _Unknown]:
+        """Resolve pending intents of `keys` and of this window, each under its key's claim: the
+        intents of a sink that is still alive (it holds their keys) are never touched. Returns
+        the keys still unknown (lookup failed, or not yet trustworthy) with the time their
+        lookup becomes trustworthy and their intents: they must not be created before a
+        trustworthy lookup. The claims of `keys` are kept (the plan is made under them); the
+        others are released once resolved."""
+        if not await self.db(self.store.has_pending_intents):
             return {}  # the usual case: skip the per-key queries
-        pending = self.store.pending_intents(keys)
-        seen = {i.id for i in pending}
-        pending += [i for i in self.store.pending_intents(window=self.window) if i.id not in seen]
+
+        def read() -> list[PendingIntent]:
+            pending = self.store.pending_intents(keys)
+            seen = {i.id for i in pending}
+            return pending + [
+                i for i in self.store.pending_intents(window=self.window) if i.id not in seen
+            ]
+
+        pending = await self.db(read)
         if not pending:
             return {}
-        by_key: dict[str, list[PendingIntent]] = {}
-        for intent in pending:
-            by_key.setdefault(intent.business_key, []).append(intent)
+        claim = await self.db(
+            self.store.claim_keys,
+            sorted({i.business_key for i in pending}),
+            self.run_id,
+            stale=self.gone,
+        )
+        self.held.update(claim.claimed)
+        # Read under the claims: what is pending now (the holder may have resolved some).
+        by_key = {k: claim.intents[k] for k in claim.claimed if k in claim.intents}
+        ours = set(keys)
+        letgo = [k for k in claim.claimed if k not in ours and k not in by_key]
+        if letgo:
+            await self.db(self.store.release_keys, self.run_id, letgo)
+            self.held.difference_update(letgo)
         trusted_at = {
             key: max(_epoch(i.created_at) for i in intents) + self.lag
             for key, intents in by_key.items()
         }
         now = self.clock()
-        unknown = {k: at for k, at in trusted_at.items() if at - now > self.max_lag_wait}
+        unknown = {
+            k: _Unknown(at, by_key[k])
+            for k, at in trusted_at.items()
+            if at - now > self.max_lag_wait
+        }
         order = sorted(k for k in by_key if k not in unknown)
         if order:
             wait = max(trusted_at[k] for k in order) - now
@@ -383,14 +556,14 @@ class _Run:
             for key in chunk:
                 result = found[key]
                 if isinstance(result, RetryableError):
-                    unknown[key] = self.clock()
+                    unknown[key] = _Unknown(self.clock(), by_key[key])
                 elif result is not None and result.get("id"):
                     candidates[key] = str(result["id"])
                 else:
                     resolved[key] = None
             kept, undecided = await self._held_elsewhere(candidates)
             for key in undecided:
-                unknown[key] = self.clock()
+                unknown[key] = _Unknown(self.clock(), by_key[key])
             for key, contact_id in candidates.items():
                 if key in undecided:
                     continue
@@ -399,9 +572,20 @@ class _Run:
                     self.report.duplicates.append(DuplicateContacts(key, kept[key], (contact_id,)))
                 else:
                     writes.append(_found_state(key, contact_id, by_key[key]))
-            with self.store.batch(self.window) as tx:
-                tx.record_created(writes)
-                _resolve(tx, resolved, run_id=None)
+            release = [k for k in resolved if k not in ours]
+
+            def commit(
+                writes: list[StateWrite] = writes,
+                resolved: dict[str, str | None] = resolved,
+                release: list[str] = release,
+            ) -> None:
+                with self.store.batch(self.window) as tx:
+                    tx.record_created(writes)
+                    _resolve(tx, resolved, run_id=None)
+                    tx.release_keys(self.run_id, release)
+
+            await self.db(commit)
+            self.held.difference_update(release)
             self.report.resolved_intents += len(resolved)
         self.report.unresolved_intents = len(unknown)
         return unknown
@@ -413,7 +597,7 @@ class _Run:
         Second: the keys this could not be read for (left undecided, their intents pending)."""
         if not found:
             return {}, set()
-        snapshot = self.store.snapshot(list(found))
+        snapshot = await self.db(self.store.snapshot, list(found))
         held = {
             str(row.business_key): str(row.contact_id)
             for row in snapshot.itertuples(index=False)
@@ -439,52 +623,93 @@ class _Run:
 
     # ------------------------------------------------------------ phase 2: plan
 
-    def plan(self, items: list[_Item], unknown: dict[str, float]) -> list[_Item]:
+    async def plan(self, items: list[_Item], unknown: dict[str, _Unknown]) -> list[_Item]:
         """Decide each change's operation against state as it is now. Returns the work; stale
-        and already-applied changes are accounted (and recorded) here."""
-        snapshot = self.store.snapshot([i.key for i in items])
+        and already-applied changes are accounted (and recorded) here. Keys not claimed yet
+        are checked again once claimed (`claim`)."""
+        snapshot = await self.db(self.store.snapshot, [i.key for i in items])
         state = {
             row.business_key: row
             for row in snapshot.itertuples(index=False)  # columns: SNAPSHOT_COLUMNS
         }
+        out = _Outcome()
         work: list[_Item] = []
-        live_done: list[StateWrite] = []
-        deleted_done: list[DeleteWrite] = []
         for item in items:
-            st = state.get(item.key)
-            if st is not None and int(st.crm_version) > item.crm_version:
-                self.report.stale_skipped += 1
-                continue
-            live = st is not None and not bool(st.deleted) and bool(st.contact_id)
-            if item.origin == "delete":
-                if live:
-                    item.op, item.contact_id = "delete", str(st.contact_id)  # type: ignore[union-attr]
-                    work.append(item)
-                else:
-                    # Nothing of ours in Genesys: recording the tombstone's version keeps any
-                    # older live version from being applied later.
-                    deleted_done.append(DeleteWrite(item.key, item.crm_version))
-                    self._done(item, already=True)
-                continue
-            if live:
-                contact_id = str(st.contact_id)  # type: ignore[union-attr]
-                if st.content_hash == item.content_hash:  # type: ignore[union-attr]
-                    live_done.append(self._written(item, contact_id))
-                    self._done(item, already=True)
-                    continue
-                item.op, item.contact_id = "update", contact_id
-            elif st is None and item.origin == "update" and item.contact_id:
-                item.op = "update"  # no state row at all: trust the ChangeSet's contact id
-            else:
-                item.op, item.contact_id = "create", None
-                # A pending intent we could not resolve: the contact may exist already.
-                item.verify_first = item.key in unknown
-                item.lookup_after = unknown.get(item.key, 0.0)
-            work.append(item)
-        with self.store.batch(self.window) as tx:
-            tx.record_updated(live_done)
-            tx.record_deleted(deleted_done)
+            if self._decide(out, item, state.get(item.key)):
+                if item.op == "create" and item.key in unknown:
+                    # A pending intent we could not resolve: the contact may exist already.
+                    item.verify_first = True
+                    item.lookup_after = unknown[item.key].lookup_after
+                    item.foreign = unknown[item.key].intents
+                work.append(item)
+        await self._commit(out)
         return work
+
+    def _decide(self, out: _Outcome, item: _Item, st: Any) -> bool:
+        """Plan `item` against state row `st` (a snapshot row, `StateRow`, or None): True when
+        it must be sent (`item.op` and `item.contact_id` set); else it is stale or already
+        applied, and `out` holds what to record."""
+        if st is not None and int(st.crm_version) > item.crm_version:
+            out.stale.append(item)
+            return False
+        live = st is not None and not bool(st.deleted) and bool(st.contact_id)
+        if item.origin == "delete":
+            if live:
+                item.op, item.contact_id = "delete", str(st.contact_id)
+                return True
+            # Nothing of ours in Genesys: recording the tombstone's version keeps any older
+            # live version from being applied later.
+            out.deleted.append(DeleteWrite(item.key, item.crm_version))
+            out.already.append(item)
+            return False
+        if live:
+            contact_id = str(st.contact_id)
+            if st.content_hash == item.content_hash:
+                out.updated.append(self._written(item, contact_id))
+                out.already.append(item)
+                return False
+            item.op, item.contact_id = "update", contact_id
+        elif st is None and item.origin == "update" and item.contact_id:
+            item.op = "update"  # no state row at all: trust the ChangeSet's contact id
+        else:
+            item.op, item.contact_id = "create", None
+        return True
+
+    # ------------------------------------------------------------ claims
+
+    async def claim(self, out: _Outcome, items: list[_Item]) -> list[_Item]:
+        """Claim the keys of `items` this run does not hold yet; return the items it may send
+        now. A key another live sink holds waits for the next round. A newly claimed key is
+        planned again against state as it is now: a stale or applied change is done (`out`
+        records it); one that now needs another operation, or a lookup first (pending intents
+        of an ended run), goes to the next round."""
+        new = [i for i in items if i.key not in self.held]
+        if not new:
+            return items
+        claim = await self.db(
+            self.store.claim_keys, [i.key for i in new], self.run_id, stale=self.gone
+        )
+        self.held.update(claim.claimed)
+        fresh = {i.key for i in new}
+        ready = [i for i in items if i.key not in fresh]
+        for item in new:
+            if item.key not in self.held:
+                self._retry(out, item, "key_claimed")
+                continue
+            was = (item.op, item.contact_id)
+            if not self._decide(out, item, claim.state.get(item.key)):
+                continue
+            intents = claim.intents.get(item.key, [])
+            if item.op == "create" and intents and not item.verify_first:
+                item.verify_first = True
+                item.lookup_after = max(_epoch(i.created_at) for i in intents) + self.lag
+                item.foreign = intents
+                self._retry(out, item, "pending_intent")
+            elif item.op == "delete" or (item.op, item.contact_id) == was:
+                ready.append(item)
+            else:
+                self._retry(out, item, "replanned")
+        return ready
 
     # ------------------------------------------------------------ accounting
 
@@ -535,23 +760,48 @@ class _Run:
         )
         out.dead.append(item)
 
-    def _commit(self, out: _Outcome) -> None:
-        """One transaction per batch: state, intent resolutions and dead letters together."""
-        with self.store.batch(self.window) as tx:
-            tx.record_created(out.created)
-            tx.record_updated(out.updated)
-            tx.record_deleted(out.deleted)
-            tx.dead_letter(out.letters)
-            _resolve(tx, out.resolved, run_id=self.run_id)
+    async def _commit(self, out: _Outcome) -> None:
+        """One transaction per batch: state, intent resolutions, dead letters and the release
+        of the keys that are finished, together (in a worker thread)."""
+        finished = [k for k in out.finished() if k in self.held]
+        if (
+            out.created
+            or out.updated
+            or out.deleted
+            or out.letters
+            or out.resolved
+            or out.adopted
+            or finished
+        ):
+
+            def write() -> None:
+                with self.store.batch(self.window) as tx:
+                    tx.record_created(out.created)
+                    tx.record_updated(out.updated)
+                    tx.record_deleted(out.deleted)
+                    tx.dead_letter(out.letters)
+                    _resolve(tx, out.resolved, run_id=self.run_id)
+                    _resolve(tx, out.adopted, run_id=None)
+                    tx.release_keys(self.run_id, finished)
+
+            await self.db(write)
+            self.held.difference_update(finished)
         for item in out.done:
             self._done(item)
+        for item in out.already:
+            self._done(item, already=True)
+        self.report.stale_skipped += len(out.stale)
         self.report.dead_lettered += len(out.dead)
+        self._requeue(out.again)
 
     # ------------------------------------------------------------ phase 3: batches
 
     async def verify_then_create(self, items: list[_Item]) -> None:
         """Look up `items` once lookups can be trusted, then create what is trustworthily
         absent (in batches, each behind its intents)."""
+        out = _Outcome()
+        items = await self.claim(out, items)
+        await self._commit(out)
         ready = await self.trust(items)
         if not ready:
             return
@@ -573,7 +823,20 @@ class _Run:
                 self._retry(out, item, _reason(result))
             elif result is not None and result.get("id"):
                 cid = str(result["id"])
-                if not item.relocate:
+                if not item.relocate and item.foreign:
+                    # Another (ended) run's create landed: the contact holds its content.
+                    found_state = _found_state(item.key, cid, item.foreign)
+                    out.adopted[item.key] = cid
+                    out.resolved[item.key] = cid
+                    item.foreign, item.verify_first = [], False
+                    if found_state.content_hash == item.content_hash:
+                        out.created.append(self._written(item, cid))
+                        out.done.append(item)
+                    else:
+                        out.created.append(found_state)
+                        item.op, item.contact_id = "update", cid
+                        out.again.append(item)
+                elif not item.relocate:
                     out.created.append(self._written(item, cid))
                     out.resolved[item.key] = cid
                     out.done.append(item)
@@ -590,21 +853,29 @@ class _Run:
                     # Trustworthily gone: the CRM still has it, so it is created again.
                     item.op, item.contact_id, item.recreated = "create", None, True
                     item.relocate = False
+                if item.foreign:
+                    out.adopted[item.key] = None  # nothing of those creates landed
+                    item.foreign = []
                 item.verify_first = False
                 to_create.append(item)
-        self._commit(out)
-        self._requeue(out.again)
+        await self._commit(out)
         return to_create
 
     async def create_batch(self, items: list[_Item]) -> None:
-        def write_intents() -> None:
-            self.store.add_intents(
+        out = _Outcome()
+        items = await self.claim(out, items)
+        if not items:
+            await self._commit(out)
+            return
+
+        async def write_intents() -> None:
+            await self.db(
+                self.store.add_intents,
                 [IntentWrite(i.key, i.crm_version, i.content_hash) for i in items],
                 run_id=self.run_id,
                 window=self.window,
             )
 
-        out = _Outcome()
         results = await self._bulk(
             out, items, lambda: self.api.bulk_add(self._bodies(items)), before=write_intents
         )
@@ -626,13 +897,16 @@ class _Run:
             else:
                 out.resolved[item.key] = None
                 self._dead(out, item, r)
-        self._commit(out)
-        self._requeue(out.again)
+        await self._commit(out)
 
     async def update_batch(self, items: list[_Item]) -> None:
         """Update `items`: merged into the contacts as Genesys holds them (fetched first), or
         whole when the CRM owns whole contacts."""
         out = _Outcome()
+        items = await self.claim(out, items)
+        if not items:
+            await self._commit(out)
+            return
         send = items
         if self.ownership.merges:
             send = []
@@ -671,11 +945,14 @@ class _Run:
                 self._retry(out, item, _result_reason(r))  # updates are idempotent
             else:
                 self._dead(out, item, r)
-        self._commit(out)
-        self._requeue(out.again)
+        await self._commit(out)
 
     async def delete_batch(self, items: list[_Item]) -> None:
         out = _Outcome()
+        items = await self.claim(out, items)
+        if not items:
+            await self._commit(out)
+            return
         ids = [str(i.contact_id) for i in items]
         results = await self._bulk(out, items, lambda: self.api.bulk_remove(ids))
         for item, r in zip(items, results or [], strict=False):
@@ -686,8 +963,7 @@ class _Run:
                 self._retry(out, item, _result_reason(r))
             else:
                 self._dead(out, item, r)
-        self._commit(out)
-        self._requeue(out.again)
+        await self._commit(out)
 
     def _bodies(self, items: list[_Item]) -> list[Contact]:
         return [self.entity(i) for i in items]
@@ -698,7 +974,7 @@ class _Run:
         items: list[_Item],
         call: Callable[[], Awaitable[list[BulkItemResult]]],
         *,
-        before: Callable[[], None] | None = None,
+        before: Callable[[], Awaitable[None]] | None = None,
         fetch: bool = False,
     ) -> list[BulkItemResult] | None:
         """One bulk request. `before` runs once the request has its in-flight slot, right before
@@ -716,7 +992,7 @@ class _Run:
             self.report.bulk_requests += 1
         async with self.slots:
             if before is not None:
-                before()  # a store error propagates: nothing was sent
+                await before()  # a store error propagates: nothing was sent
             try:
                 results = await call()
             except RetryableError as exc:
@@ -800,6 +1076,9 @@ async def apply_changes(
     max_lag_wait: float = MAX_LAG_WAIT,
     clock: Clock = time.time,
     sleep: Sleep = asyncio.sleep,
+    lane: Lane = WINDOW,
+    state_threads: int = STATE_THREADS,
+    claim_ttl: float = CLAIM_TTL,
 ) -> SyncReport:
     """Apply `changeset` (a `contacts.diff.ChangeSet` or its `changes` frame) to Genesys through
     `api` and record every effect in `store` (see the module docstring for the guarantees).
@@ -815,11 +1094,18 @@ async def apply_changes(
     `lookup_lag` (seconds; default: the API's `lookup_lag_seconds`) is how long lookups may lag
     writes; waits longer than `max_lag_wait` are deferred to a re-run. `clock` (epoch seconds,
     the clock intents are stamped with) and `sleep` are injectable for tests.
+    `run_id` also names the sink's key claims and its row in the state's `sinks`; `lane` says
+    how it shares the client's budget with the other sinks (`sync.concurrency.LIVE` goes
+    first); a claim held by a sink silent for `claim_ttl` seconds is taken over. State reads
+    and writes run in `state_threads` worker threads (0: on the event loop, for virtual-time
+    tests).
     Raises what no retry can cure (`AuthError`, `ConfigurationError`, `PermanentError` such as
     `RequestRejectedError`, with the platform's reason), store errors, and bugs.
     """
     if batch_size < 1 or max_in_flight < 1 or max_rounds < 1:
         raise ValueError("batch_size, max_in_flight and max_rounds must be >= 1")
+    if state_threads < 0 or claim_ttl <= 0:
+        raise ValueError("state_threads must be >= 0 and claim_ttl > 0")
     lag = api.lookup_lag_seconds if lookup_lag is None else lookup_lag
     if lag < 0 or max_lag_wait < 0:
         raise ValueError("lookup_lag and max_lag_wait must be >= 0")
@@ -831,6 +1117,11 @@ async def apply_changes(
     payloads = frame["payload"] if "payload" in frame.columns else pd.Series([], dtype=object)
     if schema is None and payloads.astype(str).str.contains('"customFields"', regex=False).any():
         raise ValueError("changes carry customFields but no contact schema was given")
+    executor: Executor = (
+        ThreadPoolExecutor(state_threads, thread_name_prefix="sink-state")
+        if state_threads
+        else _Inline()
+    )
     run = _Run(
         api,
         store,
@@ -848,15 +1139,34 @@ async def apply_changes(
         max_lag_wait=max_lag_wait,
         clock=clock,
         sleep=sleep,
+        lane=lane,
+        executor=executor,
+        claim_ttl=claim_ttl,
     )
-    items, duplicates = _items(frame)
-    run.report.stale_skipped += duplicates
-    unknown = await run.resolve_pending_intents([i.key for i in items])
-    work = run.plan(items, unknown)
-    await run.run_rounds(work)
+    try:
+        async with run.running():
+            items, duplicates = await run.db(_items, frame)
+            run.report.stale_skipped += duplicates
+            unknown = await run.resolve_pending_intents([i.key for i in items])
+            work = await run.plan(items, unknown)
+            await run.run_rounds(work)
+    finally:
+        executor.shutdown(wait=True)
     run.report.duration_s = time.monotonic() - started
     run.report.client = client_metrics(api)
     return run.report
+
+
+class _Inline(Executor):
+    """An executor that runs each call at once, in the caller's thread."""
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+        future: Future[_T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
 
 
 def client_metrics(api: object) -> dict[str, float | int]:

@@ -20,6 +20,7 @@ from crm_genesys.genesys.client import GenesysClient
 from crm_genesys.genesys.errors import PermissionDeniedError
 from crm_genesys.genesys.target import GenesysTarget, identify
 from crm_genesys.state.store import BindingMismatch, DeleteWrite, SyncStateStore
+from crm_genesys.sync.concurrency import WINDOW, Lane
 from crm_genesys.sync.ownership import Ownership
 from crm_genesys.sync.sink import SyncReport, apply_changes
 
@@ -165,9 +166,14 @@ async def sync_window(
     target: GenesysTarget,
     progress: Callable[[str], None] | None = None,
     progress_every: float = 15.0,
+    *,
+    lane: Lane = WINDOW,
+    run_id: str | None = None,
 ) -> SyncReport:
-    """Apply a window's changes to `target` (see the module docstring). `progress`, when
-    given, receives a line of progress every `progress_every` seconds while changes are sent."""
+    """Apply a window's changes to `target` (see the module docstring). `window` labels what
+    the sink records; `lane` and `run_id` name the sink among those that run at once
+    (`sync.concurrency`). `progress`, when given, receives a line of progress every
+    `progress_every` seconds while changes are sent."""
     record_version_bumps(store, changes, window)
     if changes.changes.empty and not store.pending_intents(window=window):
         return SyncReport()
@@ -180,7 +186,9 @@ async def sync_window(
             else None
         )
         try:
-            return await _send(client, changes, mapping, store, window, target)
+            return await _send(
+                client, changes, mapping, store, window, target, lane=lane, run_id=run_id
+            )
         finally:
             if reporter is not None:
                 reporter.cancel()
@@ -195,6 +203,9 @@ async def _send(
     store: SyncStateStore,
     window: str,
     target: GenesysTarget,
+    *,
+    lane: Lane,
+    run_id: str | None,
 ) -> SyncReport:
     """Bind the state to the org, ensure the External Source and schema, apply the changes."""
     await bind_to_target(client, target, store)
@@ -215,4 +226,6 @@ async def _send(
         schema=schema,
         ownership=Ownership.from_mapping(mapping),
         division_id=mapping.division,
+        lane=lane,
+        run_id=run_id,
     )

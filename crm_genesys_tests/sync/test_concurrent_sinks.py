@@ -1,0 +1,164 @@
+"""Several sinks writing the same business keys at once (a live run beside a window run, two
+windows that share keys): nothing duplicated, the newest version wins in Genesys as in state, and
+every change is accounted for in the run that had it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crm_genesys.genesys.types import BulkItemResult, Contact
+from crm_genesys.state.store import SyncStateStore
+from crm_genesys.sync.sink import SyncReport, apply_changes
+from crm_genesys_tests.sync.fake_api import FakeContactsApi
+from crm_genesys_tests.sync.helpers import (
+    body_for,
+    canonical,
+    change,
+    changeset,
+    diff_against_state,
+)
+
+SOURCE = "src-crm"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SyncStateStore:
+    s = SyncStateStore(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    s.create_all()
+    return s
+
+
+class Slow:
+    """One run's view of a shared `FakeContactsApi`, whose writes take `delay` seconds to answer
+    (and land only at the end of it, as a slow request does)."""
+
+    def __init__(self, api: FakeContactsApi, delay: float) -> None:
+        self.api = api
+        self.delay = delay
+
+    @property
+    def lookup_lag_seconds(self) -> float:
+        return self.api.lookup_lag_seconds
+
+    async def ensure_external_source(self, name: str, uri_template: str | None = None) -> str:
+        return await self.api.ensure_external_source(name, uri_template)
+
+    async def bulk_add(self, entities: Sequence[Contact]) -> list[BulkItemResult]:
+        await asyncio.sleep(self.delay)
+        return await self.api.bulk_add(entities)
+
+    async def bulk_update(self, entities: Sequence[Contact]) -> list[BulkItemResult]:
+        await asyncio.sleep(self.delay)
+        return await self.api.bulk_update(entities)
+
+    async def bulk_remove(self, contact_ids: Sequence[str]) -> list[BulkItemResult]:
+        await asyncio.sleep(self.delay)
+        return await self.api.bulk_remove(contact_ids)
+
+    async def bulk_fetch(self, contact_ids: Sequence[str]) -> list[BulkItemResult]:
+        return await self.api.bulk_fetch(contact_ids)
+
+    async def lookup_by_external_id(self, source_id: str, value: str) -> Contact | None:
+        return await self.api.lookup_by_external_id(source_id, value)
+
+    async def get_contact(self, contact_id: str) -> Contact | None:
+        return await self.api.get_contact(contact_id)
+
+    def scan_contacts(self) -> Any:
+        return self.api.scan_contacts()
+
+
+async def _together(*runs: Any) -> list[SyncReport]:
+    return list(await asyncio.gather(*runs))
+
+
+def _run(cs: Any, api: Any, store: SyncStateStore, window: str, **kw: Any) -> Any:
+    kw.setdefault("round_delay", 0.05)
+    kw.setdefault("max_rounds", 8)
+    return apply_changes(cs, api, store, source_id=SOURCE, window=window, **kw)
+
+
+def _held(api: FakeContactsApi) -> dict[str, list[Contact]]:
+    return api.by_external_id(SOURCE)
+
+
+def test_two_runs_creating_the_same_keys_create_each_contact_once(store: SyncStateStore) -> None:
+    api = FakeContactsApi()
+    keys = [f"K{i:03d}" for i in range(30)]
+    # The window saw version 1 of each key, the live run version 2; both find no state.
+    window = changeset([change(k, "create", 1) for k in keys])
+    live = changeset([change(k, "create", 2) for k in keys])
+    reports = asyncio.run(
+        _together(
+            _run(window, Slow(api, 0.2), store, "2026-11-29-10:00", batch_size=10),
+            _run(live, Slow(api, 0.05), store, "live", batch_size=10),
+        )
+    )
+    held = _held(api)
+    assert sorted(held) == keys
+    assert all(len(contacts) == 1 for contacts in held.values()), "duplicate contact"
+    snap = store.snapshot().set_index("business_key")
+    for key in keys:
+        assert int(snap.loc[key, "crm_version"]) == 2
+        assert held[key][0]["lastName"] == "v2"
+        assert snap.loc[key, "contact_id"] == held[key][0]["id"]
+    for report in reports:
+        assert report.total == len(keys)
+    assert store.counts()["intents_pending"] == 0
+
+
+def test_an_older_window_never_overwrites_a_newer_live_write(store: SyncStateStore) -> None:
+    api = FakeContactsApi()
+    keys = [f"K{i:03d}" for i in range(10)]
+    asyncio.run(_run(changeset([change(k, "create", 1) for k in keys]), api, store, "w0"))
+    # Both diffs are made against the same state (version 1); the window's update (version 2)
+    # is slow, the live run's (version 3) fast.
+    older = diff_against_state(store, {k: (2, _payload(k, 2)) for k in keys})
+    newer = diff_against_state(store, {k: (3, _payload(k, 3)) for k in keys})
+    window_report, live_report = asyncio.run(
+        _together(
+            _run(older, Slow(api, 0.3), store, "2026-11-29-10:00"),
+            _run(newer, Slow(api, 0.0), store, "live"),
+        )
+    )
+    held = _held(api)
+    snap = store.snapshot().set_index("business_key")
+    for key in keys:
+        assert len(held[key]) == 1
+        assert int(snap.loc[key, "crm_version"]) == 3
+        assert held[key][0]["lastName"] == "v3", "an older version overwrote a newer one"
+    assert live_report.updated == len(keys) and live_report.failed == 0
+    # The window's changes were overtaken: stale, or applied before the newer one.
+    assert window_report.total == len(keys) and window_report.failed == 0
+
+
+def test_a_live_runs_pending_create_is_never_resolved_by_another_run(
+    store: SyncStateStore,
+) -> None:
+    api = FakeContactsApi()
+    keys = [f"K{i:03d}" for i in range(5)]
+
+    async def both() -> list[SyncReport]:
+        first = asyncio.create_task(
+            _run(changeset([change(k, "create", 1) for k in keys]), Slow(api, 0.5), store, "w1")
+        )
+        # The first run's intents are committed and its create is in flight.
+        while not store.pending_intents():
+            await asyncio.sleep(0.01)
+        second = _run(changeset([change(k, "create", 1) for k in keys]), api, store, "w2")
+        return [await second, await first]
+
+    asyncio.run(both())
+    held = _held(api)
+    assert sorted(held) == keys
+    assert all(len(contacts) == 1 for contacts in held.values()), "duplicate contact"
+    assert store.counts()["intents_pending"] == 0
+
+
+def _payload(key: str, version: int) -> str:
+    return canonical(body_for(key, version))
