@@ -1,7 +1,6 @@
 """The four assets of a sync window. Each reads as: fetch, shape, report; the logic lives in the
 plain packages (`crm`, `contacts`, `state`, `sync`) so that it is tested without Dagster."""
 
-import asyncio
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -22,6 +21,7 @@ from crm_genesys.defs.partitions import (
     window_name,
 )
 from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
+from crm_genesys.defs.stopping import run_async
 from crm_genesys.defs.storage import FrameStore
 from crm_genesys.sync.accounting import account
 from crm_genesys.sync.breakers import judge_clears
@@ -223,7 +223,7 @@ def genesys_sync(
         contacts = normalized_contacts.contacts
         with state.store() as store:
             changes = diff(contacts, store.snapshot(contacts["business_key"].tolist()))
-            preview = asyncio.run(
+            preview = run_async(
                 preview_window(
                     target, store, mapping, normalized_contacts, changes, config.max_clear_reads
                 )
@@ -265,7 +265,7 @@ def genesys_sync(
             contacts = normalized_contacts.contacts
             changes = diff(contacts, store.snapshot(contacts["business_key"].tolist()))
             context.log.info(f"window {window}: sending {len(changes.changes):,} change(s)")
-            report = asyncio.run(
+            report = run_async(
                 sync_window(changes, mapping, store, window, target, progress=context.log.info)
             )
         finally:
@@ -295,7 +295,7 @@ def genesys_sync(
     sample_size = int(settings.get("CRM_GENESYS_SCREENPOP_SAMPLE"))
     rows = _screen_pop_rows(contacts, live, changes.changes, sample_size)
     numbers = sample_numbers(rows, PHONE_SLOTS, sample_size)
-    screen_pop, pop_client = asyncio.run(
+    screen_pop, pop_client = run_async(
         check_screen_pops(target, mapping.external_source.name, numbers)
     )
     metadata = review.sync_metadata(

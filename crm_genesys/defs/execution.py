@@ -9,7 +9,6 @@ is recorded in the sync state, and a re-run sends only what is missing.
 
 from __future__ import annotations
 
-import faulthandler
 import fcntl
 import os
 import signal
@@ -19,7 +18,7 @@ from typing import Any
 
 import dagster as dg
 
-from crm_genesys.defs import liveness
+from crm_genesys.defs import liveness, stopping
 from crm_genesys.sync.accounting import BUCKETS
 
 COLUMNS = ("extracted", *BUCKETS, "failed")
@@ -46,21 +45,15 @@ def instance() -> dg.DagsterInstance:
     return opened
 
 
-# After SIGTERM, how long the orderly stop may take before the process exits hard (as SIGKILL
-# would: the sync state is safe either way, and the next run reclaims the window's lease).
-STOP_GRACE_SECONDS = 7.0
-
-
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM is Ctrl-C: it goes to whatever handles SIGINT at that moment,
-    as Dagster's own processes map it. So the run stops through Dagster's path (the interrupt
-    is held until Dagster can take it safely, then raised in the step: Dagster records it,
-    asyncio cancels the sink's tasks). Should that orderly stop hang, the process prints every
-    thread's stack to stderr and exits after `STOP_GRACE_SECONDS`: a stop is never ignored."""
+    as Dagster's own processes map it (once the run executes, Dagster routes SIGTERM itself;
+    a step's async work is stopped by `stopping.run_async`). Should the orderly stop hang, the
+    process exits after `stopping.STOP_GRACE_SECONDS`: a stop is never ignored."""
 
     def interrupt(signum: int, frame: Any) -> None:
-        faulthandler.dump_traceback_later(STOP_GRACE_SECONDS, exit=True)
+        stopping.arm_hard_stop()
         handler = signal.getsignal(signal.SIGINT)
         if callable(handler):
             handler(signal.SIGINT, frame)

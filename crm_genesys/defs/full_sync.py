@@ -13,7 +13,6 @@ windows from that one up to the last closed window (later ones are run by `sync_
 A dry run materializes nothing and hands nothing over.
 """
 
-import asyncio
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -32,6 +31,7 @@ from crm_genesys.defs.partitions import (
     window_name,
 )
 from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
+from crm_genesys.defs.stopping import run_async
 from crm_genesys.sync.breakers import BreakerTripped
 from crm_genesys.sync.full import (
     MIRROR_CONFIRM_KEY,
@@ -166,7 +166,7 @@ def genesys_full_sync(
                 f"{chunks.total_rows():,} CRM rows, {options.chunk_rows:,} per chunk"
                 + (" (dry run: nothing is sent)" if options.dry_run else "")
             )
-            result = asyncio.run(
+            result = run_async(
                 run_full_sync(
                     chunks, store, target, run_id=run_id, options=options, on_progress=progress
                 )

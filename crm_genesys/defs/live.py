@@ -16,7 +16,6 @@ cursor is behind now) in the tick's skip reason or log; each live run's material
 seconds), which the asset's plots show over time.
 """
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -24,6 +23,7 @@ import dagster as dg
 from crm_genesys import settings
 from crm_genesys.crm.notify import listener
 from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
+from crm_genesys.defs.stopping import run_async
 from crm_genesys.sync.concurrency import LIVE
 from crm_genesys.sync.live import LiveCursor, extract_range, next_range, sync_live
 
@@ -69,7 +69,7 @@ def genesys_live_sync(
     with crm.source(mapping) as source:
         frame = extract_range(source, mapping, start, end)
     with state.store() as store:
-        result = asyncio.run(
+        result = run_async(
             sync_live(
                 frame,
                 mapping,

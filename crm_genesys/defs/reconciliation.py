@@ -8,7 +8,6 @@ are deleted through the mass-delete breaker, and with `remove_unknown` so are co
 our External Source that no CRM key explains. A scan costs one request per 200 contacts.
 """
 
-import asyncio
 from typing import Any
 
 import dagster as dg
@@ -17,6 +16,7 @@ from crm_genesys import settings
 from crm_genesys.contacts.masking import mask_key
 from crm_genesys.defs.dry_run import preview_metadata
 from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
+from crm_genesys.defs.stopping import run_async
 from crm_genesys.sync.breakers import BreakerTripped
 from crm_genesys.sync.full import CrmChunks, check_target
 from crm_genesys.sync.reconcile import CONFIRM_KEY, ReconcileOptions, ReconcileReport, reconcile
@@ -86,7 +86,7 @@ def reconcile_genesys(
 ) -> dg.Output[dict[str, int]]:
     """One scan of Genesys compared with the sync state and the CRM; findings as metadata."""
     try:
-        report = asyncio.run(_reconcile(config, crm, genesys, state, context.run.run_id))
+        report = run_async(_reconcile(config, crm, genesys, state, context.run.run_id))
     except BreakerTripped as exc:
         raise dg.Failure(
             description=str(exc),
