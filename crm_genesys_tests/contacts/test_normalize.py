@@ -11,6 +11,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from crm_genesys.contacts import quality
 from crm_genesys.contacts.mapping import load_mapping
 from crm_genesys.contacts.masking import mask_email, mask_phone
 from crm_genesys.contacts.models import validate_contacts, validate_quarantine
@@ -150,7 +151,14 @@ def test_any_rows_normalize_or_quarantine_never_raise(rows: list[dict], drop: se
     res = _check(raw)
     assert res.quarantine["reason"].notna().all()
     facts = all_facts(res, MAPPING, raw.columns, max_quarantine_rate=0.2)
-    json.dumps([f.metadata for f in facts])  # plain JSON values only
+    # Plain JSON values only (tables are `Rows` of plain values).
+    json.dumps([f.metadata for f in facts], default=_plain_rows)
+
+
+def _plain_rows(value: object) -> object:
+    if isinstance(value, quality.Rows):
+        return {"columns": list(value.columns), "rows": value.rows}
+    raise TypeError(f"{type(value).__name__} in check metadata")
 
 
 def test_masking() -> None:

@@ -1,14 +1,13 @@
 """Time is read as time on PostgreSQL: text columns (bytewise, whatever the collation),
 `timestamptz` and `timestamp` (in the mapping's zone) give the same windows and versions.
 
-These run when CRM_GENESYS_TEST_POSTGRES_URL names a PostgreSQL database the tests may create
-schemas in (e.g. `postgresql+psycopg://postgres@127.0.0.1:5432/postgres`); each test works in a
-schema of its own and drops it.
+They run on the suite's PostgreSQL server (`postgres_server` of the top-level conftest: the
+server CRM_GENESYS_TEST_POSTGRES_URL names, else a private one from Debian's packages); each
+test works in a schema of its own and drops it.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,22 +22,20 @@ from crm_genesys.contacts.keys import crm_versions
 from crm_genesys.crm.instants import from_micros, to_micros
 from crm_genesys.crm.source import SqlCrmSource
 from crm_genesys.crm.time_report import BEFORE_FIRST_WINDOW, IN_FUTURE, MISSING, UNREADABLE
+from crm_genesys_tests.conftest import PostgresServer
 
 from .time_tables import NEAR_T0, OFFSET, render_all, said, windows_around
 
-URL = os.environ.get("CRM_GENESYS_TEST_POSTGRES_URL", "")
-pytestmark = pytest.mark.skipif(
-    not URL, reason="set CRM_GENESYS_TEST_POSTGRES_URL to run the PostgreSQL source tests"
-)
 BERLIN = ZoneInfo("Europe/Berlin")
 HOUR = timedelta(hours=1)
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[sa.Engine]:
-    engine = sa.create_engine(URL)
-    yield engine
-    engine.dispose()
+def engine(postgres_server: PostgresServer) -> Iterator[sa.Engine]:
+    with postgres_server.database() as name:
+        engine = sa.create_engine(postgres_server.database_url(name))
+        yield engine
+        engine.dispose()
 
 
 @pytest.fixture
@@ -49,6 +46,10 @@ def schema(engine: sa.Engine) -> Iterator[str]:
     yield name
     with engine.begin() as conn:
         conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
+
+
+def _url(engine: sa.Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
 
 
 def _icu_collation(conn: sa.Connection) -> str | None:
@@ -92,7 +93,7 @@ def sources(
 
     def source(name: str, zone: ZoneInfo | None = None) -> SqlCrmSource:
         return SqlCrmSource(
-            URL, name, "modified_at", None, "id", schema=schema, engine=engine,
+            _url(engine), name, "modified_at", None, "id", schema=schema, engine=engine,
             timezone=zone or UTC,
         )  # fmt: skip
 
@@ -188,7 +189,9 @@ def test_time_report_on_text(engine: sa.Engine, schema: str) -> None:
         "2024-06-01T00:30:00-14:00",
     ]
     make_table(engine, schema, "t", "text", values)
-    source = SqlCrmSource(URL, "t", "modified_at", None, "id", schema=schema, engine=engine)
+    source = SqlCrmSource(
+        _url(engine), "t", "modified_at", None, "id", schema=schema, engine=engine
+    )
     report = source.time_report(FIRST, NOW)
     assert report.counts == {MISSING: 2, UNREADABLE: 2, BEFORE_FIRST_WINDOW: 1, IN_FUTURE: 1}
 
@@ -205,7 +208,9 @@ def test_time_report_on_timestamps(engine: sa.Engine, schema: str) -> None:
         conn.exec_driver_sql(
             f"INSERT INTO \"{schema}\".aware VALUES (5, 'infinity', 'x'), (6, '-infinity', 'x')"
         )
-    source = SqlCrmSource(URL, "aware", "modified_at", None, "id", schema=schema, engine=engine)
+    source = SqlCrmSource(
+        _url(engine), "aware", "modified_at", None, "id", schema=schema, engine=engine
+    )
     report = source.time_report(FIRST, NOW)
     # ±infinity are no instant: reported with their text, never an exception.
     assert report.counts == {MISSING: 1, UNREADABLE: 2, BEFORE_FIRST_WINDOW: 1, IN_FUTURE: 1}
@@ -213,7 +218,14 @@ def test_time_report_on_timestamps(engine: sa.Engine, schema: str) -> None:
     naive = [None if v is None else v.astimezone(BERLIN).replace(tzinfo=None) for v in values]
     make_table(engine, schema, "naive", "timestamp", naive)
     berlin = SqlCrmSource(
-        URL, "naive", "modified_at", None, "id", schema=schema, engine=engine, timezone=BERLIN
+        _url(engine),
+        "naive",
+        "modified_at",
+        None,
+        "id",
+        schema=schema,
+        engine=engine,
+        timezone=BERLIN,
     )
     report = berlin.time_report(FIRST, NOW)
     assert report.counts == {MISSING: 1, UNREADABLE: 0, BEFORE_FIRST_WINDOW: 1, IN_FUTURE: 1}
@@ -230,7 +242,9 @@ def test_text_is_compared_bytewise_whatever_the_columns_collation(
     if icu is None:
         pytest.skip("the server has no ICU collation")
     make_table(engine, schema, "t", f'text COLLATE "{icu}"', ["2024-06-02T00:15+14:00"])
-    source = SqlCrmSource(URL, "t", "modified_at", None, "id", schema=schema, engine=engine)
+    source = SqlCrmSource(
+        _url(engine), "t", "modified_at", None, "id", schema=schema, engine=engine
+    )
     start = datetime(2024, 6, 1, 8, tzinfo=UTC)
     end = datetime(2024, 6, 1, 10, 15, 30, tzinfo=UTC)  # the text's instant is 10:15
     assert source.extract(start, end)["id"].tolist() == [1]

@@ -163,6 +163,10 @@ def deployment(
                 "CRM_GENESYS_EXECUTOR": "celery",
                 "CELERY_BROKER_URL": broker,
                 "CELERY_RESULT_BACKEND": broker,
+                # The frames between steps live in the shared store; kept after the window's
+                # success so that the test can see that the workers wrote them there.
+                "CRM_GENESYS_FRAMES_URL": str(root / "shared-store" / "frames"),
+                "CRM_GENESYS_FRAMES_RETENTION_HOURS": "1",
             }
         )
         monkeypatch.setenv("DAGSTER_PG_URL", env["DAGSTER_PG_URL"])
@@ -216,9 +220,10 @@ def test_a_window_syncs_through_two_celery_workers(deployment: CeleryDeployment)
     assert sum(by_worker.values()) == len(STEPS) and set(by_worker) <= set(WORKERS), by_worker
     assert status == {WINDOW: dg.AssetPartitionStatus.MATERIALIZED}
 
-    # Intermediate data went through the shared store (files written by the workers).
+    # Intermediate data went through the shared store (Parquet frames written by the workers).
     for asset in ("crm_contacts", "normalized_contacts", "contact_changes"):
-        assert (deployment.store / "storage" / asset / WINDOW).is_file(), asset
+        frames = deployment.store / "frames" / asset / WINDOW
+        assert any(frames.glob("*.parquet")), asset
 
     # Genesys holds exactly the window's syncable contacts, each once.
     start = datetime(2026, 11, 29, 11, tzinfo=UTC)

@@ -8,9 +8,9 @@ How the daemon is made to act now rather than on the wall clock's schedule:
   deployment starts, the instance is told that `sync_schedule` has been running since just
   before that tick: what a deployment holds whose daemon was down at the tick. The daemon's
   scheduler then launches that tick on its first iteration (Dagster's catch-up of missed ticks).
-- **The sensor retry.** `retry_failed_windows` looks at most every 10 minutes (its
-  `minimum_interval_seconds`, fixed in `crm_genesys/defs/automation.py`), counted from its last
-  tick; a sensor that has never ticked is evaluated at once when started. So it is stopped
+- **The sensor retry.** `retry_failed_windows` looks every minute and retries a window
+  `CRM_GENESYS_RETRY_BASE_DELAY_MINUTES` after its first failure (set to 0 here); a sensor that
+  has never ticked is evaluated at once when started. So it is stopped
   before the deployment starts (`dagster sensor stop`), and started through the webserver's
   GraphQL API once the window has failed and the faults are lifted, as an operator's click in
   the UI would.
@@ -161,6 +161,8 @@ def prod(
                 "GENESYS_CLIENT_SECRET": CLIENT_SECRET,
                 "GENESYS_RATE_LIMIT_PER_MINUTE": "30000",
                 "CRM_GENESYS_ALERT_WEBHOOK_URL": receiver.url,
+                # The sensor's first retry is due at once (by default 10 minutes later).
+                "CRM_GENESYS_RETRY_BASE_DELAY_MINUTES": "0",
             }
         )
         monkeypatch.setenv("DAGSTER_PG_URL", env["DAGSTER_PG_URL"])
