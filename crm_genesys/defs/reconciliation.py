@@ -20,7 +20,7 @@ from crm_genesys.defs.stopping import run_async
 from crm_genesys.sync.breakers import BreakerTripped
 from crm_genesys.sync.full import CrmChunks, check_target
 from crm_genesys.sync.reconcile import CONFIRM_KEY, ReconcileOptions, ReconcileReport, reconcile
-from crm_genesys.sync.window import bind_to_target, contact_schema_ref
+from crm_genesys.sync.window import prepare_writes
 
 
 class ReconcileConfig(dg.Config):
@@ -52,13 +52,7 @@ async def _reconcile(
         with state.store() as store, crm.source(mapping) as source:
             chunks = CrmChunks(source, mapping, options.chunk_rows)
             if options.repair:
-                await bind_to_target(client, target, store)
-                source_id = await client.ensure_external_source(
-                    mapping.external_source.name, mapping.external_source.uri_template
-                )
-                schema = await contact_schema_ref(
-                    client, mapping, push_if_missing=target.is_embedded
-                )
+                source_id, schema = await prepare_writes(client, target, store, mapping)
             else:
                 await check_target(client, target, store)
                 found = await client.find_external_source(mapping.external_source.name)

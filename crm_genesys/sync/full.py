@@ -58,11 +58,7 @@ from crm_genesys.sync.breakers import BreakerTripped, MassDelete, judge_deletes
 from crm_genesys.sync.ownership import Ownership
 from crm_genesys.sync.preview import Preview, check_target, preview_clears
 from crm_genesys.sync.sink import SyncReport, apply_changes
-from crm_genesys.sync.window import (
-    bind_to_target,
-    contact_schema_ref,
-    record_version_bumps,
-)
+from crm_genesys.sync.window import prepare_writes, record_version_bumps
 
 COUNT_NAMES = ("extracted", *BUCKETS, "failed", "writes", "requests")
 MIRROR_PAGE = 5_000
@@ -455,12 +451,8 @@ class _Session:
     async def open(self) -> None:
         if self.options.dry_run:
             return  # a dry run binds, creates and pushes nothing
-        await bind_to_target(self.client, self.target, self.store)
-        self.source_id = await self.client.ensure_external_source(
-            self.mapping.external_source.name, self.mapping.external_source.uri_template
-        )
-        self.schema = await contact_schema_ref(
-            self.client, self.mapping, push_if_missing=self.target.is_embedded
+        self.source_id, self.schema = await prepare_writes(
+            self.client, self.target, self.store, self.mapping
         )
 
     async def chunk(
@@ -495,6 +487,7 @@ class _Session:
                 schema=self.schema,
                 run_id=self.run_id,
                 ownership=self.ownership,
+                division_id=self.mapping.division,
             )
         summary = account(self.label, normalized, changes, report)
         if summary.failed:

@@ -289,6 +289,7 @@ async def reconcile(
                 schema=schema,
                 run_id=run_id,
                 ownership=Ownership.from_mapping(mapping),
+                division_id=mapping.division,
             )
             _add(report.sent, sent)
     # What is left carries our External Source and no CRM row explains it.

@@ -144,6 +144,23 @@ async def check_division(client: GenesysClient, division_id: str) -> None:
         )
 
 
+async def prepare_writes(
+    client: GenesysClient, target: GenesysTarget, store: SyncStateStore, mapping: Mapping
+) -> tuple[str, dict[str, Any] | None]:
+    """What every writing run does first, before it sends a change: bind the state to the org
+    (`bind_to_target`), ensure the mapping's External Source, find the contact schema of its
+    custom fields (pushed on the embedded emulator only) and refuse a division the org lacks.
+    The External Source's id and the schema reference."""
+    await bind_to_target(client, target, store)
+    source_id = await client.ensure_external_source(
+        mapping.external_source.name, mapping.external_source.uri_template
+    )
+    schema = await contact_schema_ref(client, mapping, push_if_missing=target.is_embedded)
+    if mapping.division is not None:
+        await check_division(client, mapping.division)
+    return source_id, schema
+
+
 async def _report_progress(
     client: GenesysClient, total: int, progress: Callable[[str], None], every: float
 ) -> None:
@@ -207,14 +224,8 @@ async def _send(
     lane: Lane,
     run_id: str | None,
 ) -> SyncReport:
-    """Bind the state to the org, ensure the External Source and schema, apply the changes."""
-    await bind_to_target(client, target, store)
-    source_id = await client.ensure_external_source(
-        mapping.external_source.name, mapping.external_source.uri_template
-    )
-    schema = await contact_schema_ref(client, mapping, push_if_missing=target.is_embedded)
-    if mapping.division is not None:
-        await check_division(client, mapping.division)
+    """Prepare the org for the writes (`prepare_writes`), then apply the changes."""
+    source_id, schema = await prepare_writes(client, target, store, mapping)
     return await apply_changes(
         changes,
         client,

@@ -242,3 +242,33 @@ def test_a_window_dry_run_shows_what_it_would_do_and_does_not_materialize(world:
     assert done["created"].value == would["would_create"].value
     assert done["updated"].value == would["would_update"].value
     assert done["deleted"].value == would["would_delete"].value
+
+
+SALES = "6f1c2d3e-4b5a-4c7d-8e9f-a0b1c2d3e4f5"  # a division of the emulator's org
+
+
+def _with_division(world: World, division: str) -> World:
+    from crm_genesys import settings
+    from crm_genesys.defs.resources import CrmResource
+
+    mapping = world.root / f"division-{division}.yaml"
+    mapping.write_text(settings.DEMO_MAPPING.read_text() + f"\ndivision: {division}\n")
+    crm = CrmResource(database_url=world.crm.database_url, mapping_path=str(mapping))
+    return world.realistic().but(crm=crm)
+
+
+def test_the_full_sync_creates_contacts_in_the_mappings_division(world: World) -> None:
+    real = _with_division(world, SALES)
+    assert full_sync(real).success
+    ours = [c for c in real.emulator.all_contacts() if c.get("externalIds")]
+    assert ours
+    assert {(c.get("division") or {}).get("id") for c in ours} == {SALES}
+
+
+def test_a_full_sync_naming_a_division_the_org_lacks_sends_nothing(world: World) -> None:
+    real = _with_division(world, "no-such-division")
+    result = full_sync(real)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "no-such-division" in str(failure.step_failure_data.error)
+    assert [c for c in real.emulator.all_contacts() if c.get("externalIds")] == []
