@@ -1,6 +1,7 @@
 """`make bench`: every benchmark, each comparing our code with a baseline run in the same process.
 
-Usage: python -m benchmarks [extract|normalize|sink|full_sync|sizing ...] — all by default.
+Usage: python -m benchmarks [extract|normalize|sink|state_latency|full_sync|sizing ...]
+(all by default).
 Each writes its JSON to benchmarks/results/ and prints a table.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("extract", "normalize", "sink", "full_sync", "sizing")
+BENCHMARKS = ("extract", "normalize", "sink", "state_latency", "full_sync", "sizing")
 
 
 def main(argv: list[str] | None = None) -> int:
