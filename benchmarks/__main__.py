@@ -1,6 +1,8 @@
 """`make bench`: every benchmark, each comparing our code with a baseline run in the same process.
 
-Usage: python -m benchmarks [extract|normalize|sink|full_sync|sizing ...] — all by default.
+Usage: python -m benchmarks [extract|normalize|sink|state_latency|full_sync|sizing|live ...]
+(all by default; `live` alone takes about half an hour: two five-minute phases, then the
+wait for its last window to close).
 Each writes its JSON to benchmarks/results/ and prints a table.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("extract", "normalize", "sink", "full_sync", "sizing")
+BENCHMARKS = ("extract", "normalize", "sink", "state_latency", "full_sync", "sizing", "live")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,6 +56,10 @@ IN_CHUNK = 5_000
 WRITE_CHUNK = 5_000
 # Keys per multi-row claim INSERT (3 parameters each).
 CLAIM_CHUNK = 1_000
+# A server store's connections: up to MAX_CONNECTIONS at once (a sink's state threads, each
+# waiting on a round trip), IDLE_CONNECTIONS of them kept open between bursts.
+MAX_CONNECTIONS = 32
+IDLE_CONNECTIONS = 8
 
 INTENT_COLUMNS = [
     "id",
@@ -479,7 +483,12 @@ class SyncStateStore:
             engine = sa.create_engine(url, connect_args={"timeout": 30})
             sa.event.listen(engine, "connect", _sqlite_on_connect)
             return engine
-        return sa.create_engine(url, pool_pre_ping=True)
+        return sa.create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=IDLE_CONNECTIONS,
+            max_overflow=MAX_CONNECTIONS - IDLE_CONNECTIONS,
+        )
 
     def __repr__(self) -> str:
         return f"SyncStateStore({self.display_url!r})"

@@ -89,6 +89,7 @@ from crm_genesys.genesys.errors import (
 )
 from crm_genesys.genesys.types import BulkItemResult, Contact, ContactsApi
 from crm_genesys.state.store import (
+    MAX_CONNECTIONS,
     DeadLetter,
     DeleteWrite,
     IntentWrite,
@@ -123,8 +124,9 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = (
 MAX_ROUND_DELAY = 30.0
 # The longest a run waits for lookups to become trustworthy; longer waits defer to a re-run.
 MAX_LAG_WAIT = 30.0
-# Worker threads for state reads and writes (each holds at most one database connection).
-STATE_THREADS = 8
+# Worker threads for state reads and writes, one database connection each: a database 20 ms
+# away costs each transaction ~100 ms, and a full budget needs ~60 of them per second.
+STATE_THREADS = MAX_CONNECTIONS
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
 Clock = Callable[[], float]

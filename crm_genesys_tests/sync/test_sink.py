@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -579,3 +580,29 @@ def test_through_the_client_a_refused_request_fails_the_window_instead_of_dead_l
         run_virtual(main)
     assert (caught.value.status, caught.value.operation) == (400, "add")
     assert store.counts()["dead_letters"] == 0 and not fake.contacts
+
+
+class _BarrierStore(SyncStateStore):
+    """A store whose key claims each wait until `parties` of them are under way at once."""
+
+    def __init__(self, url: str, parties: int) -> None:
+        super().__init__(url)
+        self.barrier = threading.Barrier(parties, timeout=30)
+
+    def claim_keys(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.barrier.wait()  # BrokenBarrierError when fewer calls can run at once
+        return super().claim_keys(*args, **kwargs)
+
+
+def test_state_calls_run_concurrently_so_a_distant_database_does_not_stall_the_budget(
+    tmp_path: Path,
+) -> None:
+    # With the state 20 ms away a transaction costs ~100 ms; the batches of a full budget need
+    # a few dozen of them at once. Each batch claims its keys first: 24 batches, 24 claims.
+    store = _BarrierStore(f"sqlite:///{tmp_path / 'state.sqlite'}", parties=24)
+    store.create_all()
+    api = FakeContactsApi()
+    keys = [f"K{i:04d}" for i in range(2400)]
+    report = run(changeset([change(k, "create", 1) for k in keys]), api, store, batch_size=100)
+    assert (report.created, report.failed) == (2400, 0)
+    assert_parity(api, store)
