@@ -60,6 +60,8 @@ CLAIM_CHUNK = 1_000
 # waiting on a round trip), IDLE_CONNECTIONS of them kept open between bursts.
 MAX_CONNECTIONS = 32
 IDLE_CONNECTIONS = 8
+# SQLite has one writer at a time: more threads than this only interleave on its lock.
+SQLITE_CONCURRENCY = 8
 
 INTENT_COLUMNS = [
     "id",
@@ -489,6 +491,13 @@ class SyncStateStore:
             pool_size=IDLE_CONNECTIONS,
             max_overflow=MAX_CONNECTIONS - IDLE_CONNECTIONS,
         )
+
+    @property
+    def concurrency(self) -> int:
+        """How many state calls may usefully run at once (a sink's state threads): a server
+        store's connections, each waiting on its own round trip; SQLite's single writer
+        gains nothing beyond a few."""
+        return SQLITE_CONCURRENCY if self.dialect == "sqlite" else MAX_CONNECTIONS
 
     def __repr__(self) -> str:
         return f"SyncStateStore({self.display_url!r})"

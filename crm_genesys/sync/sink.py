@@ -89,7 +89,6 @@ from crm_genesys.genesys.errors import (
 )
 from crm_genesys.genesys.types import BulkItemResult, Contact, ContactsApi
 from crm_genesys.state.store import (
-    MAX_CONNECTIONS,
     DeadLetter,
     DeleteWrite,
     IntentWrite,
@@ -124,9 +123,6 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = (
 MAX_ROUND_DELAY = 30.0
 # The longest a run waits for lookups to become trustworthy; longer waits defer to a re-run.
 MAX_LAG_WAIT = 30.0
-# Worker threads for state reads and writes, one database connection each: a database 20 ms
-# away costs each transaction ~100 ms, and a full budget needs ~60 of them per second.
-STATE_THREADS = MAX_CONNECTIONS
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
 Clock = Callable[[], float]
@@ -1079,7 +1075,7 @@ async def apply_changes(
     clock: Clock = time.time,
     sleep: Sleep = asyncio.sleep,
     lane: Lane = WINDOW,
-    state_threads: int = STATE_THREADS,
+    state_threads: int | None = None,
     claim_ttl: float = CLAIM_TTL,
 ) -> SyncReport:
     """Apply `changeset` (a `contacts.diff.ChangeSet` or its `changes` frame) to Genesys through
@@ -1099,13 +1095,15 @@ async def apply_changes(
     `run_id` also names the sink's key claims and its row in the state's `sinks`; `lane` says
     how it shares the client's budget with the other sinks (`sync.concurrency.LIVE` goes
     first); a claim held by a sink silent for `claim_ttl` seconds is taken over. State reads
-    and writes run in `state_threads` worker threads (0: on the event loop, for virtual-time
-    tests).
+    and writes run in `state_threads` worker threads (None: `store.concurrency`; 0: on the
+    event loop, for virtual-time tests).
     Raises what no retry can cure (`AuthError`, `ConfigurationError`, `PermanentError` such as
     `RequestRejectedError`, with the platform's reason), store errors, and bugs.
     """
     if batch_size < 1 or max_in_flight < 1 or max_rounds < 1:
         raise ValueError("batch_size, max_in_flight and max_rounds must be >= 1")
+    if state_threads is None:
+        state_threads = store.concurrency
     if state_threads < 0 or claim_ttl <= 0:
         raise ValueError("state_threads must be >= 0 and claim_ttl > 0")
     lag = api.lookup_lag_seconds if lookup_lag is None else lookup_lag

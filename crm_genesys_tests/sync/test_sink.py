@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from crm_genesys.genesys.client import GenesysClient
 from crm_genesys.genesys.errors import AuthError, RequestRejectedError, RetryableError
 from crm_genesys.genesys.settings import GenesysSettings
-from crm_genesys.state.store import IntentWrite, StateWrite, SyncStateStore
+from crm_genesys.state.store import MAX_CONNECTIONS, IntentWrite, StateWrite, SyncStateStore
 from crm_genesys.sync.sink import SyncReport, apply_changes
 from crm_genesys_tests.genesys.fakes import (
     CLIENT_ID,
@@ -583,11 +583,16 @@ def test_through_the_client_a_refused_request_fails_the_window_instead_of_dead_l
 
 
 class _BarrierStore(SyncStateStore):
-    """A store whose key claims each wait until `parties` of them are under way at once."""
+    """A store whose key claims each wait until `parties` of them are under way at once; it
+    says it is a server store (SQLite stands in for a PostgreSQL far away)."""
 
     def __init__(self, url: str, parties: int) -> None:
         super().__init__(url)
         self.barrier = threading.Barrier(parties, timeout=30)
+
+    @property
+    def concurrency(self) -> int:
+        return MAX_CONNECTIONS
 
     def claim_keys(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         self.barrier.wait()  # BrokenBarrierError when fewer calls can run at once

@@ -126,10 +126,14 @@ def test_item_failures_are_retried_or_reported_never_counted_as_synced(
     expected["BAD"] = (1, canonical({"lastName": "v1", "workEmail": "not-an-email"}))
     report, source_id = sync(org, store, expected, "w1", batch_size=10, max_rounds=2)
     assert report.total == 61
-    assert report.dead_lettered == 1 and report.failed > 0 and report.item_retries > 0
+    assert report.failed > 0 and report.item_retries > 0
+    # The bad row is dead-lettered with the platform's reason, unless injected failures hit it
+    # in every round first: then it is still failing (retried later), never counted as synced.
+    assert report.dead_lettered + ("BAD" in report.failed_keys) == 1
     letters = store.dead_letters("w1")
-    assert letters.business_key.tolist() == ["BAD"] and letters.status[0] == 400
-    assert letters.reason[0]
+    if report.dead_lettered:
+        assert letters.business_key.tolist() == ["BAD"] and letters.status[0] == 400
+        assert letters.reason[0]
     held = contacts_by_external_id(org.emulator.all_contacts(), source_id)
     live = set(store.snapshot().business_key)
     # exactly the keys counted as created are in Genesys and in state
@@ -140,7 +144,8 @@ def test_item_failures_are_retried_or_reported_never_counted_as_synced(
     org.emulator.set_faults(FaultConfig())
     org.emulator.reset(data=False, log=True)
     report2, _ = sync(org, store, expected, "w1", batch_size=10)
-    assert report2.created == len(report.failed_keys) and report2.dead_lettered == 1
+    missing = set(report.failed_keys) - {"BAD"}
+    assert report2.created == len(missing) and report2.dead_lettered == 1
     del expected["BAD"]
     snap = store.snapshot()
     assert "BAD" not in set(snap.business_key)
