@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import Any
@@ -150,7 +151,8 @@ def test_any_rows_normalize_or_quarantine_never_raise(rows: list[dict], drop: se
     res = _check(raw)
     assert res.quarantine["reason"].notna().all()
     facts = all_facts(res, MAPPING, raw.columns, max_quarantine_rate=0.2)
-    json.dumps([f.metadata for f in facts])  # plain JSON values only
+    # Plain JSON values only, and `Rows` tables of them.
+    json.dumps([f.metadata for f in facts], default=lambda o: dataclasses.asdict(o))
 
 
 def test_masking() -> None:
