@@ -290,7 +290,13 @@ def _compare(
     result.problems += [f"{k}: in Genesys, not in the CRM" for k in sorted(extra)[:20]]
     result.wrong_fields = wrong
     lost = 0
-    for edit in edits:
+    # A later edit of one scalar field of one contact replaces the earlier (surveyOptOut
+    # toggles); items of list fields (ExternalIds, identifiers) must all survive.
+    latest: dict[tuple[str, str], ForeignEdit] = {}
+    for n, edit in enumerate(edits):
+        many = edit.field in ("externalIds", "identifiers")
+        latest[(edit.contact_id, edit.field if not many else f"{edit.field}#{n}")] = edit
+    for edit in latest.values():
         contact = by_id.get(edit.contact_id)
         if contact is None or not edit.survives_in(contact):
             # The contact may be gone for a CRM reason (deleted in the CRM): not a lost edit.

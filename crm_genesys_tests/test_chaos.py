@@ -11,7 +11,9 @@ from crm_genesys_tests.chaos import ChaosConfig, run_chaos
 
 
 def test_a_short_chaos_run_ends_with_genesys_exactly_as_the_crm_says(tmp_path: Path) -> None:
-    result = run_chaos(tmp_path, ChaosConfig(seed=1, contacts=150, windows=2, kills=3))
+    result = run_chaos(
+        tmp_path, ChaosConfig(seed=1, contacts=150, windows=2, kills=3, foreign_edits=40)
+    )
     table = result.table() + "\n" + "\n".join(result.problems[:20])
     assert result.windows == 4, table
     assert result.kills >= 2, table
