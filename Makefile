@@ -9,7 +9,7 @@ export CRM_GENESYS_DATA_DIR ?= $(CURDIR)/.crm_genesys
 # `make prod`: its own instance, data and PostgreSQL under PROD_DIR (see docs/DEPLOY.md).
 PROD_DIR ?= $(CURDIR)/.prod
 
-.PHONY: venv demo dev prod celery-worker test lint typecheck pytest bench emulator clean
+.PHONY: venv demo dev prod celery-worker test lint typecheck pytest bench chaos emulator clean
 
 # The venv is (re)built from the pins whenever pyproject.toml or constraints.txt change.
 $(STAMP): pyproject.toml constraints.txt
@@ -73,6 +73,12 @@ test: lint typecheck pytest
 
 bench: venv
 	$(BIN)/python -m benchmarks
+
+# The long seeded chaos run (docs/RELIABILITY.md); CHAOS_ARGS overrides its size, e.g.
+# CHAOS_ARGS="--contacts 5000 --windows 8 --kills 10 --seed 2".
+CHAOS_ARGS ?= --contacts 50000 --windows 20 --kills 10 --seed 1
+chaos: venv
+	$(BIN)/python -m crm_genesys_tests.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .dagster_home .crm_genesys .prod .pytest_cache .mypy_cache .ruff_cache

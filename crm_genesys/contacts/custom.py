@@ -26,7 +26,7 @@ from crm_genesys.contacts.text import (
     clean_text,
     json_string,
     over_limit,
-    strip_html,
+    plain_text,
     to_text,
     truncate_one,
 )
@@ -75,10 +75,10 @@ def _map_unique(text: pd.Series, fn: Any) -> np.ndarray:
 
 
 def _text_like(raw: pd.Series, spec: CustomFieldSpec) -> pd.Series:
-    text = as_text(raw)
+    keep_newlines = spec.type == "textarea"
     if spec.strips_html:
-        text = strip_html(text)
-    return clean_text(text, keep_newlines=spec.type == "textarea")
+        return plain_text(raw, keep_newlines=keep_newlines)
+    return clean_text(as_text(raw), keep_newlines=keep_newlines)
 
 
 def _apply_length(values: pd.Series, spec: CustomFieldSpec, out: FieldOutcome) -> pd.Series:

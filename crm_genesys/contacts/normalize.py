@@ -55,6 +55,7 @@ from crm_genesys.contacts.text import (
     normalize_emails,
     over_limit,
     per_distinct,
+    plain_text,
     truncate_one,
 )
 
@@ -773,7 +774,7 @@ def _limited_text(key: str, limit: int, *, country_aliases: dict[str, str] | Non
     ISO code where the spelling is known."""
 
     def chain(u: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        values = clean_text(u)
+        values = plain_text(u)
         if country_aliases is not None:
             countries = resolve_countries(u, country_aliases)
             values = countries.where(countries.notna(), values)

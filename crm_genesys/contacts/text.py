@@ -27,14 +27,17 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import infer_dtype
 
-# Control characters (C0, DEL, C1), zero-width/bidi formatting, BOM and lone surrogates: none of
-# them belongs in a name or a field an agent reads, and a lone surrogate cannot even be encoded.
-_CONTROL = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\ud800-\udfff]"
+# Control characters (C0, DEL, C1), every format character (Unicode category Cf: zero-width,
+# bidi embeddings and isolates, soft hyphen, tags, BOM, ...) and lone surrogates: none of them
+# belongs in a field an agent reads, and a lone surrogate cannot even be encoded.
+FORMAT_CHARACTERS = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f"
 )
-_CONTROL_ALL = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\ud800-\udfff]"
-)
+_CONTROL = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{FORMAT_CHARACTERS}\ud800-\udfff]")
+_CONTROL_ALL = re.compile(f"[\x00-\x1f\x7f-\x9f{FORMAT_CHARACTERS}\ud800-\udfff]")
 _LINE_BREAKS = re.compile("[\t\n\r\x0b\x0c\x85\u2028\u2029]")
 _SPACES = re.compile(r"[^\S\n]+")
 _ALL_SPACES = re.compile(r"\s+")
@@ -271,6 +274,47 @@ def _strip_html_rows(values: pd.Series) -> pd.Series:
     idx = sub.index[hint]
     out.loc[idx] = [_strip_html_one(v) for v in sub[hint].to_numpy(dtype=object)]
     return out
+
+
+# Markup a later pass still removes: comment marks and tags of elements a browser acts on, as
+# decoding entities can reveal them ("&lt;b&gt;"); "<not phone>" is prose and stays.
+_MARKUP_TAG = re.compile(
+    r"(?i)<!--|-->|<\s*/?\s*(?:a|abbr|b|big|blink|body|br|button|center|code|del|div|em|embed|"
+    r"font|form|h[1-6]|head|hr|html|i|iframe|img|input|ins|label|li|link|marquee|meta|object|"
+    r"ol|option|p|pre|s|script|select|small|span|strike|strong|style|sub|sup|svg|table|tbody|"
+    r"td|template|textarea|th|tr|u|ul|video)(?=[\s/>])[^<>]*>"
+)
+_MARKUP_CHARS = re.compile("[<>&]")
+# Passes of tag removal + entity decoding before the markup characters themselves are dropped
+# (entities nested deeper than this are an attack, not a CRM value).
+_PLAIN_PASSES = 6
+
+
+def _plain_more(value: str | None, keep_newlines: bool) -> str | None:
+    """A stripped and cleaned value until no markup or entity is left in it."""
+    v = value
+    for _ in range(_PLAIN_PASSES):
+        if v is None or (not _MARKUP_TAG.search(v) and html.unescape(v) == v):
+            return v
+        v = clean_one(html.unescape(_MARKUP_TAG.sub("", v)), keep_newlines)
+    return None if v is None else clean_one(_MARKUP_CHARS.sub("", v), keep_newlines)
+
+
+def plain_text(values: pd.Series, *, keep_newlines: bool = False) -> pd.Series:
+    """Text as a person reads it: markup stripped (`strip_html`), cleaned (`clean_text`), and
+    again while decoding revealed markup, an entity or an invisible character, so the result
+    holds no tag of a known element, no decodable entity, no control or format character."""
+    once = _series_per_distinct(values, lambda u: _plain_rows(u, keep_newlines))
+    return once if once is not None else _plain_rows(values, keep_newlines)
+
+
+def _plain_rows(values: pd.Series, keep_newlines: bool) -> pd.Series:
+    text = _clean_rows(_strip_html_rows(as_text(values)), keep_newlines)
+    hint = text.str.contains(_HTML_HINT, regex=True).to_numpy(dtype=bool, na_value=False)
+    if hint.any():
+        text = text.copy()
+        text[hint] = [_plain_more(v, keep_newlines) for v in text[hint].to_numpy(dtype=object)]
+    return text
 
 
 def utf16_length(values: pd.Series) -> pd.Series:

@@ -1,0 +1,110 @@
+"""What a deployment left on disk: secrets, bearer tokens and contact data, and where.
+
+`scan_deployment(deployment, contact_values)` reads every file under the deployment's root (the
+Dagster instance with its event log and compute logs, the data directory with the sync state and
+the frame store, the sync processes' output, the emulator's org) as bytes and reports:
+- the client secret anywhere but the emulator's own files (the emulator is Genesys' side);
+- any bearer token the emulator issued (found by digest: the emulator keeps only digests, so
+  every 64-character base64url run on disk is hashed and compared), anywhere;
+- contact values (e-mails, E.164 phones) outside the places the design gives them: the CRM
+  itself, the sync state, the emulator, and the frame store only while a window is unfinished;
+- files of the sync holding contact data that anyone but their owner may read (the CRM's and
+  the emulator's files are the other systems' business).
+It shares nothing with the code it checks: plain reads, `hashlib`, `sqlite3`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crm_genesys_tests.cli_deployment import CLIENT_SECRET, Deployment
+
+_TOKEN_LIKE = re.compile(rb"[A-Za-z0-9_-]{64}")
+# Where contact data may live, relative to the deployment's root (the frame store only until
+# its window succeeds: `frames_allowed`).
+CONTACT_HOMES = ("data/demo_crm.sqlite", "data/sync_state.sqlite", "emulator/")
+FRAMES = "data/frames/"
+# Files of the systems around the sync (the CRM, Genesys): their modes are their owners' business.
+FOREIGN = ("data/demo_crm.sqlite", "emulator/")
+
+
+@dataclass
+class DiskReport:
+    files: int = 0
+    secrets: list[str] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)
+    misplaced_contacts: list[str] = field(default_factory=list)
+    readable_by_others: list[str] = field(default_factory=list)
+    contact_files: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (
+            self.secrets or self.tokens or self.misplaced_contacts or self.readable_by_others
+        )
+
+
+def issued_token_digests(emulator_dir: Path) -> set[str]:
+    """Digests of every token the emulator org under `emulator_dir` issued."""
+    digests: set[str] = set()
+    for db in emulator_dir.glob("*.sqlite"):
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            digests |= {d for (d,) in conn.execute("SELECT digest FROM tokens")}
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            conn.close()
+    return digests
+
+
+def scan_deployment(
+    deployment: Deployment, contact_values: list[str], *, frames_allowed: bool = False
+) -> DiskReport:
+    """Scan every file under `deployment.root`; see the module docstring."""
+    root = deployment.root
+    digests = issued_token_digests(root / "emulator")
+    assert digests, "the emulator issued no token: nothing authenticated"
+    needles = [v.encode() for v in contact_values if v]
+    homes = CONTACT_HOMES + ((FRAMES,) if frames_allowed else ())
+    report = DiskReport()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue  # a file removed while we walk (sqlite journals)
+        report.files += 1
+        if not rel.startswith("emulator/") and CLIENT_SECRET.encode() in data:
+            report.secrets.append(rel)
+        if any(hashlib.sha256(m).hexdigest() in digests for m in _TOKEN_LIKE.findall(data)):
+            report.tokens.append(rel)
+        if any(n in data for n in needles):
+            report.contact_files.append(rel)
+            if not any(
+                rel == h or rel.startswith(h + "-") or (h.endswith("/") and rel.startswith(h))
+                for h in homes
+            ):
+                report.misplaced_contacts.append(rel)
+            elif not rel.startswith(FOREIGN) and path.stat().st_mode & (
+                stat.S_IRWXG | stat.S_IRWXO
+            ):
+                report.readable_by_others.append(f"{rel} {stat.filemode(path.stat().st_mode)}")
+    return report
+
+
+def contact_values_of(crm_path: Path, limit: int = 400) -> list[str]:
+    """E-mails of the CRM, as a needle list (phones are checked by their E.164 in `genesys`)."""
+    conn = sqlite3.connect(f"file:{crm_path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT email FROM contacts WHERE email LIKE '%_@_%.__%' LIMIT ?", (limit,)
+        ).fetchall()
+    finally:
+        conn.close()
+    return sorted({str(e).strip() for (e,) in rows if e and len(str(e).strip()) > 6})
