@@ -67,7 +67,7 @@ typecheck: venv
 	$(BIN)/mypy
 
 pytest: venv
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --durations=15
 
 test: lint typecheck pytest
 
