@@ -706,7 +706,9 @@ class _Run:
             elif item.op == "delete" or (item.op, item.contact_id) == was:
                 ready.append(item)
             else:
-                self._retry(out, item, "replanned")
+                # Progress, not a failure: another sink acted on the key while this one waited
+                # for it. It stays claimed, so it is re-planned at most once per claim.
+                self._retry(out, item, "replanned", attempt=False)
         return ready
 
     # ------------------------------------------------------------ accounting
@@ -730,8 +732,10 @@ class _Run:
         self.report.failed_keys.append(item.key)
         self.report.failure_reasons[reason] = self.report.failure_reasons.get(reason, 0) + 1
 
-    def _retry(self, out: _Outcome, item: _Item, reason: str) -> None:
-        item.attempts += 1
+    def _retry(self, out: _Outcome, item: _Item, reason: str, *, attempt: bool = True) -> None:
+        """`item` goes to the next round; `attempt` counts it toward `max_rounds`."""
+        if attempt:
+            item.attempts += 1
         item.last_error = reason
         self.report.item_retries += 1
         out.again.append(item)
