@@ -32,7 +32,12 @@ from crm_genesys.crm.simulate import next_window_now, simulate_activity
 from crm_genesys.emulator.foreign import ForeignEdit
 from crm_genesys.settings import DEMO_MAPPING
 from crm_genesys_tests.cli_deployment import Deployment, start_deployment
-from crm_genesys_tests.disk_scan import DiskReport, contact_values_of, scan_deployment
+from crm_genesys_tests.disk_scan import (
+    DiskReport,
+    contact_values_of,
+    genesys_values,
+    scan_deployment,
+)
 from crm_genesys_tests.oracle import expected_contacts
 
 HOUR = timedelta(hours=1)
@@ -191,7 +196,7 @@ def run_chaos(root: Path, config: ChaosConfig, *, log: Any = print) -> ChaosResu
             deployment, [_window_key(first + i * HOUR) for i in range(total)]
         )
         result.disk = scan_deployment(
-            deployment, _genesys_values(deployment) + contact_values_of(deployment.crm_path)
+            deployment, genesys_values(deployment) + contact_values_of(deployment.crm_path)
         )
     finally:
         deployment.stop()
@@ -319,18 +324,6 @@ def _latest_tiers(crm_path: Path, crm_ids: list[int]) -> dict[int, str]:
         }
     finally:
         conn.close()
-
-
-def _genesys_values(deployment: Deployment) -> list[str]:
-    values = set()
-    for contact in deployment.contacts():
-        for slot in ("workPhone", "cellPhone", "homePhone", "otherPhone"):
-            if (phone := contact.get(slot)) and phone.get("e164"):
-                values.add(phone["e164"])
-        for slot in ("workEmail", "personalEmail", "otherEmail"):
-            if contact.get(slot):
-                values.add(contact[slot])
-    return sorted(values)
 
 
 def _count_requests(deployment: Deployment, result: ChaosResult) -> None:

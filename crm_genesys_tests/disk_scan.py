@@ -22,6 +22,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crm_genesys.contacts.mapping import EMAIL_SLOTS, PHONE_SLOTS
 from crm_genesys_tests.cli_deployment import CLIENT_SECRET, Deployment
 
 _TOKEN_LIKE = re.compile(rb"[A-Za-z0-9_-]{64}")
@@ -96,6 +97,19 @@ def scan_deployment(
             ):
                 report.readable_by_others.append(f"{rel} {stat.filemode(path.stat().st_mode)}")
     return report
+
+
+def genesys_values(deployment: Deployment) -> list[str]:
+    """E.164 phones and e-mails the emulator holds (what the sync sent), as a needle list."""
+    values = set()
+    for contact in deployment.contacts():
+        for slot in PHONE_SLOTS:
+            if (phone := contact.get(slot)) and phone.get("e164"):
+                values.add(phone["e164"])
+        for slot in EMAIL_SLOTS:
+            if contact.get(slot):
+                values.add(contact[slot])
+    return sorted(values)
 
 
 def contact_values_of(crm_path: Path, limit: int = 400) -> list[str]:

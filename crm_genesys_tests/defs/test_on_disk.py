@@ -9,7 +9,7 @@ import pytest
 
 from crm_genesys.crm.demo import generate_demo_crm
 from crm_genesys_tests.cli_deployment import Deployment, start_deployment
-from crm_genesys_tests.disk_scan import contact_values_of, scan_deployment
+from crm_genesys_tests.disk_scan import contact_values_of, genesys_values, scan_deployment
 
 NOW = datetime(2026, 11, 29, 12, 30, tzinfo=UTC)
 WINDOW = "2026-11-29-11:00"
@@ -23,19 +23,6 @@ def deployment(tmp_path: Path):
     )
     yield deployment
     deployment.stop()
-
-
-def genesys_values(deployment: Deployment) -> list[str]:
-    """E.164 phones and e-mails the emulator holds (what the sync sent)."""
-    values = set()
-    for contact in deployment.contacts():
-        for slot in ("workPhone", "cellPhone", "homePhone", "otherPhone"):
-            if (phone := contact.get(slot)) and phone.get("e164"):
-                values.add(phone["e164"])
-        for slot in ("workEmail", "personalEmail", "otherEmail"):
-            if contact.get(slot):
-                values.add(contact[slot])
-    return sorted(values)
 
 
 def test_a_window_sync_leaves_no_secret_no_token_and_contact_data_only_at_home(
