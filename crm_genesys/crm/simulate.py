@@ -13,8 +13,9 @@ every touched row stamped with a `modified_at` inside the window holding `now`:
   pipeline must see "unchanged" (a version bump), never a delete plus a create;
 - creates: new keys after the highest existing `AC-` number, generated like the demo rows;
 - schema drift: `new_column` is added (TEXT) if missing and filled on updated and created rows.
-The sets of updated, deleted, hard-deleted, re-indexed and created keys are disjoint. A new stamp is always later than any existing version of the
-key, so per-key versions only move forward. Stamps are written in the demo's text form, or, when
+The sets of updated, deleted, hard-deleted, re-indexed and created keys are disjoint. A new
+stamp is always later than any existing version of the key, so per-key versions only move
+forward. Stamps are written in the demo's text form, or, when
 the CRM was generated with `mixed_times` (or `mixed_times=True` is passed), each in a random one
 of `demo.TIME_STYLES`; versions are compared as instants (`crm.instants`), whatever the form.
 """

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crm_genesys.contacts.phones import (
+    REASON_FOREIGN_EXIT,
     _resolve_unique,
     normalize_phone,
-    REASON_FOREIGN_EXIT,
     normalize_phones,
     slow_chain,
 )
