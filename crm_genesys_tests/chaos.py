@@ -175,6 +175,8 @@ def run_chaos(root: Path, config: ChaosConfig, *, log: Any = print) -> ChaosResu
             CRM_GENESYS_LIVE="off",
             CRM_GENESYS_RETRY_BASE_DELAY_MINUTES="0",
             CRM_GENESYS_MAX_WINDOW_ATTEMPTS=str(config.max_attempts),
+            # 100 entities per bulk request (the platform's maximum, the production default).
+            GENESYS_BATCH_SIZE="100",
             GENESYS_MAX_IN_FLIGHT="8",
         )
     else:
