@@ -177,7 +177,7 @@ def run_chaos(root: Path, config: ChaosConfig, *, log: Any = print) -> ChaosResu
             CRM_GENESYS_MAX_WINDOW_ATTEMPTS=str(config.max_attempts),
             # 100 entities per bulk request (the platform's maximum, the production default).
             GENESYS_BATCH_SIZE="100",
-            GENESYS_MAX_IN_FLIGHT="8",
+            GENESYS_MAX_IN_FLIGHT="32",  # the emulator's budget is 500 requests/s
         )
     else:
         deployment = start_deployment(root, *server_args, **env)
