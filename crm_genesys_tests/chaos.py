@@ -198,6 +198,11 @@ def run_chaos(root: Path, config: ChaosConfig, *, log: Any = print) -> ChaosResu
         total = config.windows + 2
         # One kill goes to the full sync at the end; the others to windows.
         kill_windows = Counter(rng.integers(0, total, max(0, config.kills - 1)).tolist())
+        if config.mode == "cli" and config.kills > 1 and not kill_windows[1]:
+            # The first window synced takes a kill (after an unanswered add: `_sync_window`).
+            donor = next(k for k, n in sorted(kill_windows.items()) if n > 0)
+            kill_windows[donor] -= 1
+            kill_windows[1] += 1
         edits: list[ForeignEdit] = []
         # The first load out of order, as a retried old window runs after a newer one: the
         # second window's tombstones of keys live in the first must win (the version guard).
@@ -263,6 +268,13 @@ def _sync_window(
         _prod_window(deployment, window, kills, rng, result, log)
         return
     for attempt in range(result.config.max_attempts):
+        if attempt < kills and result.kills == 0 and _kill_after_unanswered_add(deployment, window):
+            # The first kill of the run lands where only the intent records prevent a
+            # duplicate: an add applied by Genesys whose answer never reached the sync.
+            result.kills += 1
+            result.retries += 1
+            log(f"window {window}: run {deployment.runs} killed after an unanswered add")
+            continue
         if attempt < kills:
             child, signalled = deployment.start_and_signal(
                 window, after_requests=int(rng.integers(2, 25)), limit=result.config.sync_timeout
@@ -284,6 +296,38 @@ def _sync_window(
         f"window {window} did not succeed in {result.config.max_attempts} runs:\n"
         + deployment.output()[-3000:]
     )
+
+
+def _counter(deployment: Deployment, name: str) -> int:
+    return int(deployment.server.get("/__emulator/stats")["counters"].get(name, 0))
+
+
+def _kill_after_unanswered_add(deployment: Deployment, window: str) -> bool:
+    """Run a sync; once Genesys has applied one of its adds, drop the connection after every
+    later write, and SIGKILL the sync as soon as one more add was applied unanswered. Whether
+    it was killed so (False: it ended first). The fault profile is restored afterwards."""
+    faults = deployment.server.get("/__emulator/faults")
+    added = _counter(deployment, "contacts_added")
+    child = deployment.start_sync(window)
+    killed = False
+    try:
+        deadline = time.monotonic() + 120
+        while child.poll() is None and _counter(deployment, "contacts_added") == added:
+            assert time.monotonic() < deadline, "the sync added nothing"
+            time.sleep(0.005)
+        quiet = {k: 0.0 for k in ("p_drop", "p_429", "p_500", "p_502", "p_503", "p_504")}
+        deployment.server.put("/__emulator/faults", {**faults, **quiet, "p_drop_after_write": 1.0})
+        added = _counter(deployment, "contacts_added")
+        while child.poll() is None and time.monotonic() < deadline:
+            if _counter(deployment, "contacts_added") > added:
+                child.send_signal(signal.SIGKILL)
+                killed = True
+                break
+            time.sleep(0.005)
+    finally:
+        deployment.server.put("/__emulator/faults", faults)
+        child.wait(timeout=60)
+    return killed
 
 
 def _kill_point(rng: np.random.Generator) -> tuple[int, float]:
