@@ -80,10 +80,14 @@ class Deployment:
 
     def start_sync(self, window: str) -> subprocess.Popen[str]:
         """`crm-genesys sync --window WINDOW` in a child process (output into files)."""
+        return self.start_command("sync", "--window", window)
+
+    def start_command(self, *args: str) -> subprocess.Popen[str]:
+        """`crm-genesys ARGS` in a child process (output into `sync-N.out`)."""
         self.runs += 1
         out = open(self.root / f"sync-{self.runs}.out", "w")  # noqa: SIM115 (the child holds it)
         return subprocess.Popen(
-            [sys.executable, "-m", "crm_genesys.cli", "sync", "--window", window],
+            [sys.executable, "-m", "crm_genesys.cli", *args],
             cwd=REPO,
             env=self.env(),
             stdout=out,

@@ -4,9 +4,11 @@ Contract of `normalize_phones(raw, regions, default_region)` (and of the scalar 
 
 - A number is interpreted, in this order, until one interpretation is a *valid* number
   (`phonenumbers.is_valid_number`): (1) as written, in the record's region (a leading `+` means
-  international; the region's own international and trunk prefixes are understood, so `1 800 ...`
-  in the US and `030 ...` in Germany work); (2) if it starts with `00` or `011`, as international
-  after that prefix (`0018005550199` from a US record); (3) in the default region.
+  international; the region's own exit code and trunk prefix are understood, so `1 800 ...` and
+  `011 44 ...` in the US, `030 ...` and `0044 ...` in Germany work); (2) in the default region.
+- An exit code is the dialling plan's: `00` is none in the NANP (its code is `011`), `011` none in
+  most of the world. A number that is valid only after another plan's exit code (`0034810127744`
+  on a US record) is dropped with `REASON_FOREIGN_EXIT`, never given the country it might mean.
 - An extension (`x12`, `ext. 12`, `extension 12`, `#12`, `;ext=12`) goes to `extension` (int).
 - The result carries the region the number belongs to (`normalizationCountryCode`), which is the
   record's region only when the number is from there (`+44...` on a US record is `GB`).
@@ -48,6 +50,8 @@ _MAX_NSN = 17
 REASON_INVALID = "invalid_number"
 REASON_NOT_A_NUMBER = "not_a_number"
 REASON_TOO_LONG = "input_too_long"
+# Written after an exit code that is not the region's own (`00...` on a US record): not guessed.
+REASON_FOREIGN_EXIT = "exit_code_not_of_region"
 
 # An extension at the end of the value. Digits only, at most 10 (Genesys stores an int).
 _EXT_RE = re.compile(
@@ -57,8 +61,8 @@ _EXT_RE = re.compile(
 )
 _HAS_EXT_HINT = re.compile(r"[A-Za-z#;]")
 _ANY_DIGIT = re.compile(r"\d")
-# International prefixes understood from any region (step 2 of the contract).
-_COMMON_IDD = ("011", "00")
+# Exit codes of other dialling plans, recognised only to name why such a number is dropped.
+_FOREIGN_EXITS = ("011", "00")
 
 _UNKNOWN = -1  # fast-path status: not certain, ask phonenumbers
 _INVALID = 0
@@ -328,12 +332,6 @@ def _fast_chain(d: str, plus: bool, reg: _Region, default: _Region) -> _Fast:
     hit = _fast_national(d, reg)
     if hit[0] != _INVALID:
         return hit
-    for idd in _COMMON_IDD:
-        if d.startswith(idd):
-            hit = _fast_international(d[len(idd) :])
-            if hit[0] != _INVALID:
-                return hit
-            break
     if default is not reg:
         return _fast_national(d, default)
     return _FAST_INVALID
@@ -363,18 +361,21 @@ def slow_chain(body: str, region: str, default_region: str) -> tuple[str, str, s
     hit = _pn_valid(body, region)
     if hit:
         return hit
-    stripped = body.lstrip(" \t-.()/[]")
-    if not stripped.startswith(("+", "\uff0b")):
-        digits = phonenumbers.normalize_digits_only(body)
-        for idd in _COMMON_IDD:
-            if digits.startswith(idd):
-                hit = _pn_valid("+" + digits[len(idd) :], region)
-                if hit:
-                    return hit
-                break
     if default_region != region:
         return _pn_valid(body, default_region)
     return None
+
+
+def _invalid_reason(body: str, region: str) -> str:
+    """Why `body`, which no interpretation made valid, is dropped (a rejected number only)."""
+    if not _ANY_DIGIT.search(body):
+        return REASON_NOT_A_NUMBER
+    if not body.lstrip(" \t-.()/[]").startswith(("+", "\uff0b")):
+        digits = phonenumbers.normalize_digits_only(body)
+        for code in _FOREIGN_EXITS:
+            if digits.startswith(code) and _pn_valid("+" + digits[len(code) :], region):
+                return REASON_FOREIGN_EXIT
+    return REASON_INVALID
 
 
 # -- the public, vectorised entry point ---------------------------------------------------------
@@ -450,7 +451,7 @@ def _resolve_unique(
         if status == _VALID:
             e164[i], out_region[i], ext[i] = number, code, x
         elif status == _INVALID:
-            reason[i] = REASON_INVALID
+            reason[i] = _invalid_reason(t, regions[i])
         else:
             slow.append((i, t))
             ext[i] = x
@@ -458,7 +459,7 @@ def _resolve_unique(
     for i, body in slow:
         hit = slow_chain(body, regions[i], default_region)
         if hit is None:
-            reason[i] = REASON_INVALID if _ANY_DIGIT.search(body) else REASON_NOT_A_NUMBER
+            reason[i] = _invalid_reason(body, regions[i])
             ext[i] = None
         else:
             e164[i], out_region[i], pn_ext = hit

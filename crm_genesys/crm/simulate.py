@@ -4,13 +4,18 @@
 every touched row stamped with a `modified_at` inside the window holding `now`:
 - updates: the latest live version of a key gets a new tier (always different), and a new
   mobile phone and/or e-mail (always well-formed, so a syncable contact stays syncable);
+- phone moves (`phone_moves` of the updated keys): the mobile and work phones become numbers of
+  another country, one in E.164 and one in international format (valid for any region);
 - deletes: the latest live version becomes a tombstone (`is_deleted=1`, row kept);
+- hard deletes: every row of a key is removed (no tombstone: only a full sync's mirror or a
+  reconciliation finds it);
 - re-index: rows get new internal ids and a new `modified_at`, business data unchanged — the
   pipeline must see "unchanged" (a version bump), never a delete plus a create;
 - creates: new keys after the highest existing `AC-` number, generated like the demo rows;
 - schema drift: `new_column` is added (TEXT) if missing and filled on updated and created rows.
-The four sets of keys are disjoint. A new stamp is always later than any existing version of the
-key, so per-key versions only move forward. Stamps are written in the demo's text form, or, when
+The sets of updated, deleted, hard-deleted, re-indexed and created keys are disjoint. A new
+stamp is always later than any existing version of the key, so per-key versions only move
+forward. Stamps are written in the demo's text form, or, when
 the CRM was generated with `mixed_times` (or `mixed_times=True` is passed), each in a random one
 of `demo.TIME_STYLES`; versions are compared as instants (`crm.instants`), whatever the form.
 """
@@ -59,6 +64,8 @@ class ActivitySummary:
     reindexed: dict[str, tuple[int, int]] = field(default_factory=dict)
     created_keys: tuple[str, ...] = ()
     new_column: str | None = None
+    hard_deleted_keys: tuple[str, ...] = ()
+    moved_keys: tuple[str, ...] = ()  # updated keys whose phones moved to another country
 
     @property
     def updates(self) -> int:
@@ -144,6 +151,8 @@ def simulate_activity(
     creates: int = 50,
     new_column: str | None = None,
     mixed_times: bool | None = None,
+    hard_deletes: int = 0,
+    phone_moves: int = 0,
 ) -> ActivitySummary:
     """Apply one round of CRM activity to the demo CRM at `path`; see the module docstring.
 
@@ -156,8 +165,10 @@ def simulate_activity(
     """
     if new_column is not None and not _IDENTIFIER.match(new_column):
         raise ValueError(f"new_column must be a plain SQL identifier, got {new_column!r}")
-    if min(updates, deletes, reindex, creates) < 0:
+    if min(updates, deletes, reindex, creates, hard_deletes, phone_moves) < 0:
         raise ValueError("counts must not be negative")
+    if phone_moves > updates:
+        raise ValueError("phone_moves counts updated keys: at most `updates`")
     rng = np.random.default_rng(seed)
     conn = sqlite3.connect(Path(path), isolation_level=None)
     try:
@@ -171,13 +182,14 @@ def simulate_activity(
 
         latest = _latest_versions(conn)
         live = latest[latest["is_deleted"] == 0]
-        wanted = updates + deletes + reindex
+        wanted = updates + deletes + reindex + hard_deletes
         if wanted > len(live):
             raise ValueError(f"asked to touch {wanted} keys, only {len(live)} live keys exist")
         chosen = live.iloc[rng.permutation(len(live))[:wanted]]
         upd = chosen.iloc[:updates]
         dele = chosen.iloc[updates : updates + deletes]
-        rei = chosen.iloc[updates + deletes :]
+        rei = chosen.iloc[updates + deletes : updates + deletes + reindex]
+        gone = chosen.iloc[updates + deletes + reindex :]
         prev_us = {
             name: part["us"].to_numpy(dtype=np.int64)
             for name, part in (("upd", upd), ("del", dele), ("rei", rei))
@@ -203,6 +215,18 @@ def simulate_activity(
         last_pick = rng.integers(0, len(names.last_ascii), len(upd))
         emails = valid_email(rng, names.first_ascii[first_pick], names.last_ascii[last_pick])
         drift = [f"segment-{'abc'[k % 3]}{k}" for k in rng.integers(0, 1000, len(upd))]
+        moved: dict[str, np.ndarray] = {}
+        if phone_moves:
+            home = _country_index(upd["country"].iloc[:phone_moves])
+            away = (home + rng.integers(1, len(pools.COUNTRY_CODES), phone_moves)) % len(
+                pools.COUNTRY_CODES
+            )
+            pp = pools.phone_pool()
+            pick = rng.integers(0, pools.PHONE_POOL_SIZE, (2, phone_moves))
+            moved = {
+                "mobile_phone": pp.e164[away, 1, pick[0]].astype(object),
+                "work_phone": pp.international[away, 0, pick[1]].astype(object),
+            }
         for k, row_id in enumerate(int(i) for i in upd["id"]):
             old = tier_of.get(row_id)
             old_index = pools.TIERS.index(old) if old in pools.TIERS else 0
@@ -211,6 +235,8 @@ def simulate_activity(
                 sets["mobile_phone"] = phones[k]
             if what[k] != 0:
                 sets["email"] = emails[k]
+            if k < phone_moves:
+                sets.update({c: v[k] for c, v in moved.items()})
             if new_column is not None:
                 sets[new_column] = drift[k]
             sets["modified_at"] = stamps[k]
@@ -225,6 +251,11 @@ def simulate_activity(
             "UPDATE contacts SET is_deleted = 1, modified_at = ? WHERE id = ?",
             zip(stamps.tolist(), [int(i) for i in dele["id"]], strict=True),
         )
+
+        # Hard deletes: every row of the key goes, as a CRM that purges records does.
+        gone_keys = [str(k) for k in gone["key"]]
+        for key in gone_keys:
+            conn.execute("DELETE FROM contacts WHERE TRIM(account_number) = ?", [key])
 
         # Re-index: new ids above every existing one, in shuffled order.
         (max_id,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM contacts").fetchone()
@@ -286,6 +317,8 @@ def simulate_activity(
         reindexed=reindexed,
         created_keys=created_keys,
         new_column=new_column,
+        hard_deleted_keys=tuple(gone_keys),
+        moved_keys=tuple(upd["key"].iloc[:phone_moves]),
     )
 
 

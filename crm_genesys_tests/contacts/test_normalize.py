@@ -55,7 +55,7 @@ def test_payload_is_typed_and_pii_free() -> None:
         [
             _row(
                 mobile_phone="+1 212 555 0123",
-                home_phone="0018005550199 x12",
+                home_phone="011 1 800 555 0199 x12",  # the NANP exit code
                 fax="911",
                 customer_tier="gold",
                 sms_consent="1",

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crm_genesys.contacts.phones import (
+    REASON_FOREIGN_EXIT,
     _resolve_unique,
     normalize_phone,
     normalize_phones,
@@ -25,8 +26,11 @@ from crm_genesys.contacts.phones import (
 TABLE = [
     ("+1-800-555-0199", "US", "+18005550199", None),
     ("18005550199", "US", "+18005550199", None),
-    ("0018005550199", "US", "+18005550199", None),
-    ("011 1 800 555 0199", "GB", "+18005550199", None),
+    ("0018005550199", "US", None, None),  # 00 is no exit code in the NANP (011 is)
+    ("011 1 800 555 0199", "US", "+18005550199", None),
+    ("011 1 800 555 0199", "GB", "+18005550199", None),  # not in GB (exit 00): in the default US
+    ("0034810127744", "US", None, None),  # not a Spanish number from a US record
+    ("0034810127744", "ES", "+34810127744", None),
     ("(212) 555-0123", "US", "+12125550123", None),
     ("212.555.0123", "US", "+12125550123", None),
     ("1 (212) 555-0123", "US", "+12125550123", None),
@@ -40,6 +44,7 @@ TABLE = [
     ("+44 20 7946 0958", "US", "+442079460958", None),
     ("+44 (0)20 7946 0958", "DE", "+442079460958", None),
     ("0044 20 7946 0958", "GB", "+442079460958", None),
+    ("0044 20 7946 0958", "CA", None, None),
     ("011 44 20 7946 0958", "US", "+442079460958", None),
     ("07700 900123", "GB", None, None),  # Ofcom drama range: never assigned
     ("07400 123456", "GB", "+447400123456", None),
@@ -147,6 +152,58 @@ def test_fast_path_agrees_with_phonenumbers_on_any_digits(
     e164, _, got_region, _ = _resolve_unique([text], [region], default)
     ref = slow_chain(text, region, default)
     assert (e164[0], got_region[0]) == ((ref[0], ref[1]) if ref else (None, None))
+
+
+def _dialled(text: str, region: str, default: str) -> str | None:
+    """What the record's region's dialling plan makes of `text` (then the default region's),
+    read by phonenumbers alone: the reference for numbers written with an exit code."""
+    for where in dict.fromkeys((region, default)):
+        try:
+            number = phonenumbers.parse(text, where)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return None
+
+
+_EXAMPLES = [
+    ex
+    for r in sorted(phonenumbers.SUPPORTED_REGIONS)
+    for ex in (phonenumbers.example_number(r), phonenumbers.example_number_for_type(r, 1))
+    if ex is not None
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    number=st.sampled_from(_EXAMPLES),
+    exit_code=st.sampled_from(["00", "011", "0011", "810", "010"]),
+    region=st.sampled_from(sorted(phonenumbers.SUPPORTED_REGIONS)),
+    default=st.sampled_from(["US", "CA", "GB", "DE", "ES", "AU", "JP"]),
+    spaced=st.booleans(),
+)
+def test_an_exit_code_is_read_by_the_records_own_dialling_plan(
+    number: phonenumbers.PhoneNumber, exit_code: str, region: str, default: str, spaced: bool
+) -> None:
+    nsn = phonenumbers.national_significant_number(number)
+    sep = " " if spaced else ""
+    text = f"{exit_code}{sep}{number.country_code}{sep}{nsn}"
+    want = _dialled(text, region, default)
+    (fast,), _, _, (reason,) = _resolve_unique([text], [region], default)
+    assert fast == want, (text, region, default)
+    assert normalize_phone(text, region, default).e164 == want
+    if want is None:
+        assert reason is not None
+
+
+@pytest.mark.parametrize(
+    ("raw", "country"),
+    [("0034810127744", "US"), ("0018005550199", "CA"), ("011 44 20 7946 0958", "GB")],
+)
+def test_a_foreign_exit_code_is_dropped_with_its_own_reason(raw: str, country: str) -> None:
+    res = normalize_phone(raw, country, country)
+    assert res.e164 is None and res.reason == REASON_FOREIGN_EXIT
 
 
 @settings(max_examples=200, deadline=None)

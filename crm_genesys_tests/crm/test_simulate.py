@@ -131,3 +131,30 @@ def test_bad_arguments_change_nothing(demo_copy: tuple[Path, DemoMeta]) -> None:
     with pytest.raises(ValueError):
         simulate_activity(path, now=NOW, seed=1, updates=10**6)
     assert rows_of(path) == before
+
+
+def test_hard_deletes_remove_every_row_and_moved_phones_change_country(
+    demo_copy: tuple[Path, DemoMeta],
+) -> None:
+    import phonenumbers
+
+    path, _ = demo_copy
+    old = latest_by_key(rows_of(path))
+    summary = simulate_activity(
+        path, now=NOW, seed=9, updates=30, deletes=3, reindex=5, creates=2,
+        hard_deletes=6, phone_moves=10,
+    )  # fmt: skip
+    after = rows_of(path)
+    keys = {(r["account_number"] or "").strip() for r in after}
+    assert len(summary.hard_deleted_keys) == 6 and not keys & set(summary.hard_deleted_keys)
+    assert not set(summary.hard_deleted_keys) & (
+        set(summary.updated_keys) | set(summary.deleted_keys) | set(summary.reindexed)
+    )
+    new = latest_by_key(after)
+    assert set(summary.moved_keys) <= set(summary.updated_keys) and len(summary.moved_keys) == 10
+    for key in summary.moved_keys:
+        country = (old[key]["country"] or "").strip().upper()
+        for column in ("mobile_phone", "work_phone"):
+            number = phonenumbers.parse(new[key][column])
+            assert phonenumbers.is_valid_number(number)
+            assert phonenumbers.region_code_for_number(number) != country or country == ""
