@@ -16,6 +16,7 @@ cursor is behind now) in the tick's skip reason or log; each live run's material
 seconds), which the asset's plots show over time.
 """
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -66,8 +67,10 @@ def genesys_live_sync(
     target = genesys.resolve()
     start, end = _instant(config.start), _instant(config.end)
     mapping = crm.mapping()
+    began = time.perf_counter()
     with crm.source(mapping) as source:
         frame = extract_range(source, mapping, start, end)
+    extract_s = time.perf_counter() - began
     with state.store() as store:
         result = run_async(
             sync_live(
@@ -92,6 +95,7 @@ def genesys_live_sync(
         **result.metadata(),
         "range_from": start.isoformat(),
         "range_to": end.isoformat(),
+        "extract_s": round(extract_s, 3),
         "target": target.describe(),
     }
     if result.held:
