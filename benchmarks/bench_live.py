@@ -361,6 +361,9 @@ def live_timeline(instance: Any, since: float) -> dict[str, Any]:
                 "requests",
                 "latency_p95_s",
                 "latency_max_s",
+                "extract_s",
+                "prepare_s",
+                "send_s",
                 "unchanged",
             }
         },
