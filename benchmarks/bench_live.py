@@ -61,7 +61,7 @@ from benchmarks.bench_state_latency import fresh_database, postgres
 from crm_genesys.crm.demo import generate_demo_crm
 from crm_genesys.genesys.client import GenesysClient
 from crm_genesys.genesys.settings import GenesysSettings
-from crm_genesys.settings import PARTITION_FORMAT
+from crm_genesys.settings import PARTITION_FORMAT, SETTINGS
 from crm_genesys.sync.accounting import BUCKETS
 from crm_genesys.sync.live import quantile
 from deploy.services import free_port
@@ -436,7 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_live")
     parser.add_argument("--seconds", type=float, default=300.0, help="commit phase per rate")
     parser.add_argument("--rates", type=float, nargs="+", default=[5.0, 100.0])
-    parser.add_argument("--interval", type=int, default=5, help="live sensor interval (s)")
+    parser.add_argument(
+        "--interval",
+        type=int,
+        default=int(SETTINGS["CRM_GENESYS_LIVE_INTERVAL_SECONDS"].default),
+        help="the live sensor's least interval (s)",
+    )
     parser.add_argument("--budget", type=int, default=300, help="the sync's requests/minute")
     parser.add_argument("--emulator-limit", type=int, default=60_000, help="per token/minute")
     parser.add_argument("--contacts", type=int, default=3000)

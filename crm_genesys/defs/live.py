@@ -33,6 +33,9 @@ LANE_TAG = "crm_genesys/lane"
 FROM_TAG = "crm_genesys/live_from"
 TO_TAG = "crm_genesys/live_to"
 JOB_TAGS = {"dagster/priority": str(LIVE.priority), LANE_TAG: LIVE.name}
+# The pool of the live step: one live step syncs at a time (the instance's `default_limit: 1`),
+# while the next live run's process starts; two live sinks would wait on each other's keys.
+LIVE_POOL = "genesys_live"
 _IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -53,7 +56,7 @@ def _instant(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-@dg.asset(group_name=GROUP, kinds={"genesys"})
+@dg.asset(group_name=GROUP, kinds={"genesys"}, pool=LIVE_POOL)
 def genesys_live_sync(
     context: dg.AssetExecutionContext,
     config: LiveRangeConfig,
