@@ -1,7 +1,8 @@
 """The live path in Dagster: the `sync_live_changes` sensor and the small `live_sync_job` runs it
 launches (the logic is `sync.live`; docs/LIVE.md).
 
-Every `CRM_GENESYS_LIVE_INTERVAL_SECONDS` the sensor counts the CRM rows modified since its
+At each tick (the daemon's sensor loop, every 5 s; `CRM_GENESYS_LIVE_INTERVAL_SECONDS` is
+the sensor's minimum interval) the sensor counts the CRM rows modified since its
 cursor (or, with `CRM_GENESYS_LIVE_NOTIFY_CHANNEL`, first asks a PostgreSQL CRM's notifications
 whether anything changed). When some were, it launches a run of `live_sync_job` for the range
 `[cursor - overlap, now)` (cut back to `CRM_GENESYS_LIVE_MAX_ROWS` new rows under a flood) and
@@ -9,6 +10,8 @@ moves its cursor to the range's end. While `CRM_GENESYS_LIVE_MAX_RUNS` live runs
 in flight it launches nothing: the next range simply grows. Live runs carry the run priority
 `dagster/priority` = 10 (the queue and the pools serve them first) and the tag
 `crm_genesys/lane: live`; their sink is of the live lane, which goes first on the rate budget.
+Their step is in the pool `genesys_live` (one slot): one live sync at a time, while the next
+live run's process starts (the instance's `op_granularity_run_buffer`).
 
 What the UI shows: the sensor's cursor (`{"upto": ...}`) and, per tick, its lag (how far the
 cursor is behind now) in the tick's skip reason or log; each live run's materialization of
