@@ -1,8 +1,9 @@
 """Live-path benchmark: how long a CRM change takes to reach Genesys through the running daemon.
 
 What runs is `make prod`'s supervisor (`deploy.supervise`: dagster-webserver + dagster-daemon over
-PostgreSQL, the queued run coordinator) with the live sensor on (`sync_live_changes`, polling
-every `--interval` seconds: `CRM_GENESYS_LIVE_INTERVAL_SECONDS`), against the emulator SERVER
+PostgreSQL, the queued run coordinator) with the live sensor on (`sync_live_changes`, looking at
+each 5-s loop of the daemon; `--interval` is `CRM_GENESYS_LIVE_INTERVAL_SECONDS`, its least
+interval, 1 by default), against the emulator SERVER
 through `GENESYS_BASE_URL`, exactly as a deployment talks to Genesys. The CRM is a demo CRM in
 SQLite, loaded into Genesys by one window run before the clock starts.
 
@@ -29,8 +30,14 @@ PostgreSQL: `CRM_GENESYS_TEST_POSTGRES_URL` when set, else a private server for 
 The emulator's per-token limit is `--emulator-limit` (60,000/min: the observer's lookups need
 room); the sync paces itself to `--budget` (300/min, the platform's default).
 
-Usage: python -m benchmarks.bench_live [--seconds 300] [--rates 5 100] [--interval 5]
-           [--budget 300] [--contacts 3000] [--window 15min]
+The emulator's identifier lookups lag its writes by uniform 0..`--lookup-lag-max-s` (5 s, the
+`realistic` profile's lag: a screen pop reads that index), so the lag is part of the latency.
+Per phase, `live_runs` says where each live run's time went (`STAGES`, from its run events, and
+the step's own `extract_s`/`prepare_s`/`send_s`). `--latency-only` stops after the phases.
+
+Usage: python -m benchmarks.bench_live [--seconds 300] [--rates 5 100] [--interval 1]
+           [--budget 300] [--contacts 3000] [--window 15min] [--lookup-lag-max-s 5]
+           [--latency-only]
 """
 
 from __future__ import annotations
