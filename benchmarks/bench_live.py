@@ -1,8 +1,9 @@
 """Live-path benchmark: how long a CRM change takes to reach Genesys through the running daemon.
 
 What runs is `make prod`'s supervisor (`deploy.supervise`: dagster-webserver + dagster-daemon over
-PostgreSQL, the queued run coordinator) with the live sensor on (`sync_live_changes`, polling
-every `--interval` seconds: `CRM_GENESYS_LIVE_INTERVAL_SECONDS`), against the emulator SERVER
+PostgreSQL, the queued run coordinator) with the live sensor on (`sync_live_changes`, looking at
+each 5-s loop of the daemon; `--interval` is `CRM_GENESYS_LIVE_INTERVAL_SECONDS`, its least
+interval, 1 by default), against the emulator SERVER
 through `GENESYS_BASE_URL`, exactly as a deployment talks to Genesys. The CRM is a demo CRM in
 SQLite, loaded into Genesys by one window run before the clock starts.
 
@@ -29,8 +30,14 @@ PostgreSQL: `CRM_GENESYS_TEST_POSTGRES_URL` when set, else a private server for 
 The emulator's per-token limit is `--emulator-limit` (60,000/min: the observer's lookups need
 room); the sync paces itself to `--budget` (300/min, the platform's default).
 
-Usage: python -m benchmarks.bench_live [--seconds 300] [--rates 5 100] [--interval 5]
-           [--budget 300] [--contacts 3000] [--window 15min]
+The emulator's identifier lookups lag its writes by uniform 0..`--lookup-lag-max-s` (5 s, the
+`realistic` profile's lag: a screen pop reads that index), so the lag is part of the latency.
+Per phase, `live_runs` says where each live run's time went (`STAGES`, from its run events, and
+the step's own `extract_s`/`prepare_s`/`send_s`). `--latency-only` stops after the phases.
+
+Usage: python -m benchmarks.bench_live [--seconds 300] [--rates 5 100] [--interval 1]
+           [--budget 300] [--contacts 3000] [--window 15min] [--lookup-lag-max-s 5]
+           [--latency-only]
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ from benchmarks.bench_state_latency import fresh_database, postgres
 from crm_genesys.crm.demo import generate_demo_crm
 from crm_genesys.genesys.client import GenesysClient
 from crm_genesys.genesys.settings import GenesysSettings
-from crm_genesys.settings import PARTITION_FORMAT
+from crm_genesys.settings import PARTITION_FORMAT, SETTINGS
 from crm_genesys.sync.accounting import BUCKETS
 from crm_genesys.sync.live import quantile
 from deploy.services import free_port
@@ -301,6 +308,75 @@ def live_runs(instance: Any) -> dict[str, int]:
     return dict(Counter(r.dagster_run.status.value for r in records))
 
 
+# Where a live run's time goes: (stage, the event that ends it, by its stored name); a stage
+# starts where the previous one ended, the first at the range's end (the sensor's "now").
+STAGES = (
+    ("sensor_to_run", "PIPELINE_ENQUEUED"),
+    ("queue_wait", "PIPELINE_DEQUEUED"),
+    ("launch", "PIPELINE_STARTING"),
+    ("process_start", "PIPELINE_START"),
+    ("run_setup", "STEP_START"),
+    ("sync", "ASSET_MATERIALIZATION"),
+    ("teardown", "PIPELINE_SUCCESS"),
+)
+
+
+def live_timeline(instance: Any, since: float) -> dict[str, Any]:
+    """Per stage of the live runs created after `since`, p50/p95/max seconds; with the runs'
+    own metadata (rows, requests, latency to the sink) and the gaps between ranges."""
+    import dagster as dg
+
+    records = instance.get_run_records(dg.RunsFilter(job_name="live_sync_job"))
+    stages: dict[str, list[float]] = {name: [] for name, _ in STAGES}
+    meta: dict[str, list[float]] = {}
+    widths: list[float] = []
+    for record in records:
+        if record.create_timestamp.timestamp() < since:
+            continue
+        run = record.dagster_run
+        at: dict[str, float] = {}
+        for entry in instance.all_logs(run.run_id):
+            event = entry.dagster_event
+            if event is None:
+                continue
+            at.setdefault(event.event_type_value, entry.timestamp)
+            if event.event_type_value == "ASSET_MATERIALIZATION":
+                for name, value in event.event_specific_data.materialization.metadata.items():
+                    if isinstance(value.value, int | float):
+                        meta.setdefault(name, []).append(float(value.value))
+        start = datetime.fromisoformat(run.tags["crm_genesys/live_from"]).timestamp()
+        previous = datetime.fromisoformat(run.tags["crm_genesys/live_to"]).timestamp()
+        widths.append(previous - start)
+        for name, event_type in STAGES:
+            if event_type in at:
+                stages[name].append(at[event_type] - previous)
+                previous = at[event_type]
+
+    def spread(values: list[float]) -> dict[str, float]:
+        return summary(values) | {"n": len(values)} if values else {}
+
+    return {
+        "stages_s": {name: spread(values) for name, values in stages.items()},
+        "range_width_s": spread(widths),
+        "run_metadata": {
+            name: spread(values)
+            for name, values in meta.items()
+            if name
+            in {
+                "extracted",
+                "changes_sent",
+                "requests",
+                "latency_p95_s",
+                "latency_max_s",
+                "extract_s",
+                "prepare_s",
+                "send_s",
+                "unchanged",
+            }
+        },
+    }
+
+
 def live_in_flight(instance: Any) -> int:
     from crm_genesys.defs.live import live_runs_in_flight
 
@@ -367,14 +443,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_live")
     parser.add_argument("--seconds", type=float, default=300.0, help="commit phase per rate")
     parser.add_argument("--rates", type=float, nargs="+", default=[5.0, 100.0])
-    parser.add_argument("--interval", type=int, default=5, help="live sensor interval (s)")
+    parser.add_argument(
+        "--interval",
+        type=int,
+        default=int(SETTINGS["CRM_GENESYS_LIVE_INTERVAL_SECONDS"].default),
+        help="the live sensor's least interval (s)",
+    )
     parser.add_argument("--budget", type=int, default=300, help="the sync's requests/minute")
     parser.add_argument("--emulator-limit", type=int, default=60_000, help="per token/minute")
     parser.add_argument("--contacts", type=int, default=3000)
     parser.add_argument("--window", choices=sorted(WINDOWS), default="15min")
     parser.add_argument("--observe-per-s", type=float, default=10.0)
     parser.add_argument("--drain-s", type=float, default=180.0)
+    parser.add_argument(
+        "--lookup-lag-max-s",
+        type=float,
+        default=5.0,
+        help="the emulator's index lag behind identifier lookups, uniform 0..this (s)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="stop after the live phases (no windows, no parity check): a quick look",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     length = WINDOWS[args.window]
@@ -384,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         with postgres(tmp) as server_url:
             emulator = Emulator(tmp / "emulator", args.emulator_limit)
             try:
+                lag = {"profile": "basic", "lag_max_s": args.lookup_lag_max_s}
+                emulator.admin.put("/__emulator/settings", json={"realism": lag}).raise_for_status()
                 out = run(args, tmp, server_url, emulator, length)
             finally:
                 emulator.stop()
@@ -478,9 +572,11 @@ def run(
             wait_for(cursor_set, STARTUP_DEADLINE_S, "the live sensor's first tick", proc)
             for rate in args.rates:
                 print(f"committing {rate:g} changes/s for {args.seconds:g} s ...", flush=True)
+                began = time.time()
                 result, done = phase(
                     crm, keys, rate, args.seconds, len(changes), emulator, source_id, args
                 )
+                result["live_runs"] = live_timeline(instance, began)
                 print(f"  {result}", flush=True)
                 phases.append(result)
                 changes.extend(done)
@@ -499,6 +595,8 @@ def run(
     args.out.with_suffix(".partial.json").write_text(
         json.dumps({"phases": phases, "live_runs": runs}, indent=2) + "\n"
     )
+    if args.latency_only:
+        raise SystemExit(f"latency only: {args.out.with_suffix('.partial.json')}")
     last = max(c.committed for c in changes)
     close = floor_to(datetime.fromtimestamp(last, UTC), length) + length
     wait = (close - datetime.now(UTC)).total_seconds() + 1
@@ -528,6 +626,7 @@ def run(
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count() or 0},
         "budget_per_minute": args.budget,
         "live_interval_s": args.interval,
+        "lookup_lag_max_s": args.lookup_lag_max_s,
         "contacts": len(keys),
         "initial_window": initial,
         "phases": phases,

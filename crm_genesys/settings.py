@@ -229,9 +229,11 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting(
             "CRM_GENESYS_LIVE_INTERVAL_SECONDS",
-            "5",
+            "1",
             _int_at_least(1),
-            "seconds between two looks of the live sensor at the CRM",
+            "least seconds between two looks of the live sensor at the CRM (the daemon looks "
+            "at its sensors every 5 s and counts from the end of the last look: 1 to 4 mean "
+            "every 5 s, 5 every 10 s)",
         ),
         Setting(
             "CRM_GENESYS_LIVE_OVERLAP_SECONDS",

@@ -1,7 +1,8 @@
 """The live path in Dagster: the `sync_live_changes` sensor and the small `live_sync_job` runs it
 launches (the logic is `sync.live`; docs/LIVE.md).
 
-Every `CRM_GENESYS_LIVE_INTERVAL_SECONDS` the sensor counts the CRM rows modified since its
+At each tick (the daemon's sensor loop, every 5 s; `CRM_GENESYS_LIVE_INTERVAL_SECONDS` is
+the sensor's minimum interval) the sensor counts the CRM rows modified since its
 cursor (or, with `CRM_GENESYS_LIVE_NOTIFY_CHANNEL`, first asks a PostgreSQL CRM's notifications
 whether anything changed). When some were, it launches a run of `live_sync_job` for the range
 `[cursor - overlap, now)` (cut back to `CRM_GENESYS_LIVE_MAX_ROWS` new rows under a flood) and
@@ -9,6 +10,8 @@ moves its cursor to the range's end. While `CRM_GENESYS_LIVE_MAX_RUNS` live runs
 in flight it launches nothing: the next range simply grows. Live runs carry the run priority
 `dagster/priority` = 10 (the queue and the pools serve them first) and the tag
 `crm_genesys/lane: live`; their sink is of the live lane, which goes first on the rate budget.
+Their step is in the pool `genesys_live` (one slot): one live sync at a time, while the next
+live run's process starts (the instance's `op_granularity_run_buffer`).
 
 What the UI shows: the sensor's cursor (`{"upto": ...}`) and, per tick, its lag (how far the
 cursor is behind now) in the tick's skip reason or log; each live run's materialization of
@@ -16,6 +19,7 @@ cursor is behind now) in the tick's skip reason or log; each live run's material
 seconds), which the asset's plots show over time.
 """
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -32,6 +36,9 @@ LANE_TAG = "crm_genesys/lane"
 FROM_TAG = "crm_genesys/live_from"
 TO_TAG = "crm_genesys/live_to"
 JOB_TAGS = {"dagster/priority": str(LIVE.priority), LANE_TAG: LIVE.name}
+# The pool of the live step: one live step syncs at a time (the instance's `default_limit: 1`),
+# while the next live run's process starts; two live sinks would wait on each other's keys.
+LIVE_POOL = "genesys_live"
 _IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -52,7 +59,7 @@ def _instant(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-@dg.asset(group_name=GROUP, kinds={"genesys"})
+@dg.asset(group_name=GROUP, kinds={"genesys"}, pool=LIVE_POOL)
 def genesys_live_sync(
     context: dg.AssetExecutionContext,
     config: LiveRangeConfig,
@@ -66,8 +73,10 @@ def genesys_live_sync(
     target = genesys.resolve()
     start, end = _instant(config.start), _instant(config.end)
     mapping = crm.mapping()
+    began = time.perf_counter()
     with crm.source(mapping) as source:
         frame = extract_range(source, mapping, start, end)
+    extract_s = time.perf_counter() - began
     with state.store() as store:
         result = run_async(
             sync_live(
@@ -92,6 +101,7 @@ def genesys_live_sync(
         **result.metadata(),
         "range_from": start.isoformat(),
         "range_to": end.isoformat(),
+        "extract_s": round(extract_s, 3),
         "target": target.describe(),
     }
     if result.held:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -134,12 +135,15 @@ def _first_end_with_rows(
 @dataclass
 class LiveResult:
     """One live run: its accounting (`WindowAccount`, exact like a window's), the sink's
-    report, the latency of each change sent (seconds), and why nothing was sent if so."""
+    report, the latency of each change sent (seconds), why nothing was sent if so, and the
+    seconds spent preparing (normalize, diff, guards) and sending (the sink)."""
 
     account: WindowAccount
     report: SyncReport
     latencies: list[float] = field(default_factory=list)
     held: str = ""
+    prepare_s: float = 0.0
+    send_s: float = 0.0
 
     def metadata(self) -> dict[str, float | int]:
         """Numbers for the run's materialization (plotted over time in the UI)."""
@@ -151,6 +155,8 @@ class LiveResult:
         data["held"] = int(bool(self.held))
         for name, q in (("p50", 0.5), ("p95", 0.95), ("max", 1.0)):
             data[f"latency_{name}_s"] = round(quantile(self.latencies, q), 3)
+        data["prepare_s"] = round(self.prepare_s, 3)
+        data["send_s"] = round(self.send_s, 3)
         return data
 
 
@@ -215,6 +221,7 @@ async def sync_live(
 ) -> LiveResult:
     """Normalize, diff and sink the CRM rows `frame` of a live range (see the module docstring).
     Raises what a window's sync raises (a refusal no retry cures, a store error)."""
+    began = time.perf_counter()
     normalized = normalize(frame, mapping)
     contacts = normalized.contacts
     changes = diff(contacts, store.snapshot(contacts["business_key"].tolist()))
@@ -229,9 +236,15 @@ async def sync_live(
         max_clear_share=max_clear_share,
         min_clear_contacts=min_clear_contacts,
     )
+    prepared = time.perf_counter()
     if held:
         report = SyncReport(failed=len(changes.changes))
-        return LiveResult(account(LIVE_LABEL, normalized, changes, report), report, held=held)
+        return LiveResult(
+            account(LIVE_LABEL, normalized, changes, report),
+            report,
+            held=held,
+            prepare_s=prepared - began,
+        )
     report = await sync_window(
         changes, mapping, store, LIVE_LABEL, target, lane=LIVE, run_id=run_id
     )
@@ -240,6 +253,8 @@ async def sync_live(
         account(LIVE_LABEL, normalized, changes, report),
         report,
         latencies=latencies(frame, mapping, changes, report, finished),
+        prepare_s=prepared - began,
+        send_s=time.perf_counter() - prepared,
     )
 
 

@@ -3,14 +3,18 @@ emulator, and the window that later covers what a live run sent."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
+import threading
+import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 
-from crm_genesys.crm.demo import format_modified
+from crm_genesys.crm.demo import format_modified, generate_demo_crm
 from crm_genesys.defs.live import LANE_TAG, genesys_live_sync, sync_live_changes
 from crm_genesys.state.store import SyncStateStore
 from crm_genesys.sync.accounting import BUCKETS
@@ -18,6 +22,10 @@ from crm_genesys.sync.live import LIVE_LABEL, LiveCursor
 from crm_genesys_tests.defs.conftest import WINDOWS, World
 
 API_PREFIX = "/api/v2/externalcontacts/"
+TARGET_S = 60.0
+# Enough rows that the full sync's creates hold the default budget for a good while.
+FULL_ROWS = 8_000
+LIVE_EDITS = 30
 
 
 def live_run(world: World, start: datetime, end: datetime) -> dg.ExecuteInProcessResult:
@@ -265,3 +273,94 @@ def test_a_flood_is_cut_into_bounded_ranges(
             assert rows <= 10
             seen += rows
     assert seen == 40
+
+
+def test_a_full_sync_at_the_same_time_does_not_delay_live_changes_beyond_the_target(
+    recent_world: World,
+) -> None:
+    """The real full sync holds the embedded org's budget (300/min, the platform's default)
+    and its pool's one slot for long enough; live changes made meanwhile reach Genesys within
+    the 60 s target, before the full sync ends, with no 429 and no duplicate, and both account
+    for every row."""
+    with dg.instance_for_test(overrides=POOLS_AS_DEPLOYED) as instance:
+        check_full_sync_beside_live(dataclasses.replace(recent_world, instance=instance))
+
+
+# Pools as the instances of the project configure them: one slot each, claimed by steps.
+POOLS_AS_DEPLOYED = {"concurrency": {"pools": {"default_limit": 1, "granularity": "op"}}}
+
+
+def check_full_sync_beside_live(world: World) -> None:
+    generate_demo_crm(
+        world.crm_path, rows=FULL_ROWS, seed=11, now=world.now, windows=2,
+        window=timedelta(hours=1),
+    )  # fmt: skip
+    full: dict[str, dg.ExecuteInProcessResult] = {}
+
+    def full_sync() -> None:
+        full["result"] = world.definitions.resolve_job_def("full_sync_job").execute_in_process(
+            instance=world.instance, raise_on_error=False
+        )
+
+    runner = threading.Thread(target=full_sync, daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 120
+    # The full sync holds the budget: a good part of the platform's minute is its.
+    while sum(u.ours for u in world.emulator.rate_usage()) < 20:
+        assert time.monotonic() < deadline and runner.is_alive(), "the full sync sent nothing"
+        time.sleep(0.2)
+
+    # Contacts the full sync has created already (their claims are released): the live run
+    # updates them while the full sync goes on with the rest.
+    created = {
+        x["value"] for c in world.emulator.all_contacts() for x in c.get("externalIds") or []
+    }
+    conn = sqlite3.connect(world.crm_path)
+    single = {
+        str(k).strip()
+        for (k,) in conn.execute(
+            "SELECT account_number FROM contacts GROUP BY account_number HAVING COUNT(*) = 1"
+        )
+    }
+    keys = sorted(created & single)[:LIVE_EDITS]
+    assert len(keys) == LIVE_EDITS
+    edited = datetime.now(UTC)
+    with conn:
+        conn.executemany(
+            "UPDATE contacts SET last_name = ?, modified_at = ? WHERE account_number = ?",
+            [(f"Live{n}", format_modified(edited), k) for n, k in enumerate(keys)],
+        )
+    conn.close()
+    live = live_run(world, edited - timedelta(seconds=1), datetime.now(UTC) + timedelta(seconds=1))
+    live_done = datetime.now(UTC)
+    assert runner.is_alive(), "the full sync ended first: nothing was shown"
+    runner.join(timeout=300)
+
+    facts = materialization(live, "genesys_live_sync")
+    assert live.success and facts["failed"] == 0 and facts["held"] == 0
+    assert facts["changes_sent"] == LIVE_EDITS
+    assert facts["latency_max_s"] < TARGET_S, facts
+    assert (live_done - edited).total_seconds() < TARGET_S
+    result = full["result"]
+    assert result.success
+    summary = {
+        k: getattr(v, "value", v)
+        for k, v in result.asset_materializations_for_node("genesys_full_sync")[0].metadata.items()
+    }
+    assert summary["accounted"] is True and summary["failed"] == 0
+    assert sum(u.ours_429 for u in world.emulator.rate_usage()) == 0
+    held = Counter(
+        x["value"] for c in world.emulator.all_contacts() for x in c.get("externalIds") or []
+    )
+    assert held and max(held.values()) == 1, "duplicate ExternalIds"
+    by_key = {x["value"]: c for c in world.emulator.all_contacts() for x in c["externalIds"]}
+    assert [by_key[k]["lastName"] for k in keys] == [f"Live{n}" for n in range(LIVE_EDITS)]
+
+
+def test_the_sensor_looks_at_every_loop_of_the_daemon() -> None:
+    """The daemon evaluates sensors once per loop of 5 s and counts a sensor's interval from
+    the end of its last tick: an interval of 5 would look only every other loop (10 s)."""
+    from dagster._daemon.sensor import MIN_INTERVAL_LOOP_TIME
+
+    assert sync_live_changes.minimum_interval_seconds is not None
+    assert sync_live_changes.minimum_interval_seconds < MIN_INTERVAL_LOOP_TIME

@@ -96,6 +96,8 @@ def assert_one_run_per_window_and_one_genesys_slot(instance: dg.DagsterInstance)
     assert config.pool_config.default_pool_limit == 1
     queue = config.run_queue_config
     assert queue is not None
+    # The next live run's process starts while the pool's slot is still held.
+    assert queue.op_concurrency_slot_buffer == 1
 
     # One window never runs twice at once; other windows are not held back by it.
     def run(partition: str) -> dg.DagsterRun:
