@@ -39,8 +39,9 @@ Contract (`apply_changes`):
   holds only the claims of the batches it is about to send (and the first request leaves
   after one claim, not after all of them). Once claimed, the key's change
   is checked again against state as it is now (stale, already applied, or another operation).
-  A key another live sink holds waits for a later round; still held after `max_rounds`, its
-  change fails retryably (`key_claimed`), so accounting stays exact. Pending intents are
+  A key another live sink holds waits for a later round (not counted as an attempt for
+  `claim_ttl` seconds); still held after that and `max_rounds` more rounds, its change fails
+  retryably (`key_claimed`), so accounting stays exact. Pending intents are
   resolved only under a claim, so the in-flight creates of a live sink are never looked up by
   another; claims of a sink that is gone are taken over (`sync.concurrency.holder_gone`).
 - Each sink announces itself in the state once a second and paces to the share of the client's
@@ -245,6 +246,8 @@ class _Item:
     recreated: bool = False
     relocated: bool = False
     last_error: str = ""
+    # When this change first found its key claimed by another live sink (`clock` seconds).
+    claim_wait_since: float | None = None
     # The owned fields the payload holds a value in (`Ownership.present`), once computed.
     present: frozenset[str] | None = None
     # Pending create intents of other (ended) runs on this key: a lookup that finds the
@@ -701,7 +704,13 @@ class _Run:
         ready = [i for i in items if i.key not in fresh]
         for item in new:
             if item.key not in self.held:
-                self._retry(out, item, "key_claimed")
+                # Another live sink is on the key: waiting for it is no failed attempt for as
+                # long as a silent holder would keep it (`claim_ttl`); after that, rounds count.
+                now = self.clock()
+                if item.claim_wait_since is None:
+                    item.claim_wait_since = now
+                waited = now - item.claim_wait_since
+                self._retry(out, item, "key_claimed", attempt=waited >= self.claim_ttl)
                 continue
             was = (item.op, item.contact_id)
             if not self._decide(out, item, claim.state.get(item.key)):
