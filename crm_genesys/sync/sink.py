@@ -955,7 +955,9 @@ class _Run:
                         self._dead(out, item, r)
             else:
                 bodies = self._bodies(items)
-            results = await self._bulk(out, send, lambda: self.api.bulk_update(bodies)) if send else []
+            results = (
+                await self._bulk(out, send, lambda: self.api.bulk_update(bodies)) if send else []
+            )
             for item, r in zip(send, results or [], strict=False):
                 if r.success:
                     cid = str(r.contact_id or item.contact_id)

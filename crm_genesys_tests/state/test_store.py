@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from crm_genesys.state.store import (
     IN_CHUNK,
     MAX_CONNECTIONS,
-    SQLITE_CONCURRENCY,
     SNAPSHOT_COLUMNS,
+    SQLITE_CONCURRENCY,
     DeadLetter,
     DeleteWrite,
     IntentWrite,
