@@ -833,14 +833,15 @@ class SyncStateStore:
             return KeyClaim([], {}, {}, {})
         now = _now()
         owners: dict[str, str] = {}
+        # One cached statement, executed for many rows (a multi-row VALUES would be compiled
+        # anew on every call: most of a claim's CPU).
+        insert = self._insert(key_claims).on_conflict_do_nothing(
+            index_elements=[key_claims.c.business_key]
+        )
         with self.engine.begin() as conn:
             for chunk in _chunks(wanted, CLAIM_CHUNK):
                 rows = [{"business_key": k, "holder": holder, "claimed_at": now} for k in chunk]
-                conn.execute(
-                    self._insert(key_claims)
-                    .values(rows)
-                    .on_conflict_do_nothing(index_elements=[key_claims.c.business_key])
-                )
+                conn.execute(insert, rows)
                 owners.update(self._claim_owners(conn, list(chunk)))
         others = {k: h for k, h in owners.items() if h != holder}
         if others:
