@@ -23,7 +23,9 @@ request log), requests per 100 changes by operation (`add` per 100 creates, `fet
 `update` per 100 updates, `remove` per 100 deletes, `lookup`/`other` per 100 changes), our
 share of the limit and of the ceiling over the whole run (setup and last answer included),
 the steady share (write requests/s in the middle 80% of the writes, over budget/60), our
-speed-up over the baseline's contacts/s.
+speed-up over the baseline's contacts/s, and where our run's time went: `setup_s` from its
+start to the first write reaching the emulator, `writes_s` from there to the last write's
+answer, `tail_s` from that answer to the run's end.
 
 The budget is scaled from the platform's 300/min to 1200/min by default to keep the run short
 (about 6 minutes); the ratios are what the benchmark is for.
@@ -95,6 +97,12 @@ class Measure:
     # Contacts/s over the most the paced budget allows for this work (a fetch per merged
     # update batch included); None for the baseline.
     share_of_ceiling: float | None = None
+    # Where the run's time went: from its start to the first write reaching the emulator
+    # (token, source lookup, planning, the first claims and intents), the writes' own span,
+    # and from the last write's answer to the run's end (the last state writes).
+    setup_s: float = 0.0
+    writes_s: float = 0.0
+    tail_s: float = 0.0
 
 
 class Emulator:
@@ -172,6 +180,20 @@ class Emulator:
         by_op = Counter(_operation(e["method"], e["path"]) for e in api)
         return len(api), sum(1 for e in api if e["status"] == 429), steady, by_op
 
+    def write_span(self) -> tuple[float, float]:
+        """(epoch seconds the first write arrived, epoch seconds the last write was answered)
+        since the last reset."""
+        entries = self.admin.get("/__emulator/requests").json()
+        writes = [
+            e
+            for e in entries
+            if e["path"].startswith("/api/v2/") and e["method"] in ("POST", "PUT", "DELETE")
+        ]
+        if not writes:
+            return 0.0, 0.0
+        first = min(e["time"] for e in writes)
+        return first, max(e["time"] + e["latency_ms"] / 1000 for e in writes)
+
     def contacts(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.admin.get("/__emulator/contacts").json()
         return result
@@ -241,8 +263,16 @@ def in_flight_for(budget: int, latency_s: float) -> int:
 
 
 async def run_ours(
-    emulator: Emulator, store: SyncStateStore, changes: pd.DataFrame, budget: int, in_flight: int
+    emulator: Emulator,
+    store: SyncStateStore,
+    changes: pd.DataFrame,
+    budget: int,
+    in_flight: int,
+    run_span: list[float] | None = None,
 ) -> tuple[float, int]:
+    """(seconds, failed + dead-lettered) of one sink run; `run_span` receives its start and
+    end (epoch seconds, the emulator log's clock)."""
+    run_span = run_span if run_span is not None else [0.0, 0.0]
     settings = GenesysSettings.for_base_url(
         emulator.url,
         CLIENT_ID,
@@ -253,6 +283,7 @@ async def run_ours(
     )
     async with GenesysClient(settings) as client:
         started = time.perf_counter()
+        run_span[0] = time.time()
         source_id = await client.ensure_external_source(SOURCE_NAME)
         report = await apply_changes(
             changes,
@@ -264,6 +295,7 @@ async def run_ours(
             max_in_flight=in_flight,
         )
         seconds = time.perf_counter() - started
+        run_span[1] = time.time()
     if report.total != len(changes):
         raise RuntimeError(f"sink accounted {report.total} of {len(changes)} changes")
     return seconds, report.failed + report.dead_lettered
@@ -380,10 +412,16 @@ def measure(
     budget: int,
     ops: Counter[str],
     ceiling_per_s: float | None = None,
+    spans: tuple[tuple[float, float], tuple[float, float]] | None = None,
 ) -> Measure:
+    """`spans`: the run's (start, end) and the writes' (first arrival, last answer), epoch s."""
     requests, limited, steady, by_op = counts
     rate = contacts / seconds if seconds else 0.0
+    (run_start, run_end), (first_write, last_answer) = spans or ((0.0, 0.0), (0.0, 0.0))
     return Measure(
+        setup_s=round(max(0.0, first_write - run_start), 3),
+        writes_s=round(max(0.0, last_answer - first_write), 3),
+        tail_s=round(max(0.0, run_end - last_answer), 3),
         contacts=contacts,
         seconds=round(seconds, 3),
         contacts_per_s=round(rate, 1),
@@ -454,10 +492,12 @@ def scenario(
     asyncio.run(ensure_source(emulator))
     emulator.reset(data=False)
     emulator.latency(latency * 1000)
-    seconds, failed = asyncio.run(run_ours(emulator, store, changes, budget, in_flight))
+    span = [0.0, 0.0]
+    seconds, failed = asyncio.run(run_ours(emulator, store, changes, budget, in_flight, span))
     counts = emulator.log_counts()
     top = ceiling(expected_ops, counts[3]["fetch"] > 0, budget * OUR_RATE_SHARE)
-    ours = measure(n, seconds, counts, failed, budget, expected_ops, top)
+    spans = ((span[0], span[1]), emulator.write_span())
+    ours = measure(n, seconds, counts, failed, budget, expected_ops, top, spans)
     source_id = next(
         ext["externalSource"]["id"]
         for c in emulator.contacts()
@@ -527,7 +567,7 @@ def print_table(results: list[dict[str, Any]], budget: int) -> None:
     head = (
         f"{'scenario':<15}{'side':<10}{'contacts':>9}{'seconds':>9}{'contacts/s':>12}"
         f"{'requests':>10}{'429s':>7}{'429 %':>7}{'of limit':>10}{'steady':>8}{'speed-up':>10}"
-        f"{'of ceiling':>12}  requests per 100 changes"
+        f"{'of ceiling':>12}{'setup s':>9}{'tail s':>8}  requests per 100 changes"
     )
     print(head)
     print("-" * len(head))
@@ -550,7 +590,7 @@ def print_table(results: list[dict[str, Any]], budget: int) -> None:
                 f"{m['contacts_per_s']:>12.1f}{m['requests']:>10}{m['rate_limited']:>7}"
                 f"{100 * m['rate_limited_share']:>6.1f}%{100 * m['share_of_limit']:>9.1f}%"
                 f"{100 * m['steady_request_share']:>7.1f}%{speed:>10}"
-                f"{_percent(m['share_of_ceiling']):>12}  "
+                f"{_percent(m['share_of_ceiling']):>12}{m['setup_s']:>9.2f}{m['tail_s']:>8.2f}  "
                 + " ".join(f"{op} {v:g}" for op, v in m["requests_per_100"].items())
             )
 

@@ -216,10 +216,12 @@ def one_run(
     asyncio.run(ensure_source(emulator))
     emulator.reset(data=False)
     in_flight = in_flight_for(budget, 0.0)
-    seconds, failed = asyncio.run(run_ours(emulator, store, frame(rows), budget, in_flight))
+    span = [0.0, 0.0]
+    seconds, failed = asyncio.run(run_ours(emulator, store, frame(rows), budget, in_flight, span))
     counts = emulator.log_counts()
     top = ceiling(ops, counts[3]["fetch"] > 0, budget * OUR_RATE_SHARE)
-    result = measure(n, seconds, counts, failed, budget, ops, top)
+    spans = ((span[0], span[1]), emulator.write_span())
+    result = measure(n, seconds, counts, failed, budget, ops, top, spans)
     store.dispose()
     return {"scenario": name, "connection": connection, **asdict(result)}
 
@@ -264,12 +266,16 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 emulator.stop()
     print(f"budget {args.budget}/min, {BATCH} per request, {contacts} changes per run")
-    head = f"{'scenario':<12}{'connection':<12}{'contacts/s':>12}{'of ceiling':>12}{'429s':>6}"
+    head = (
+        f"{'scenario':<12}{'connection':<12}{'contacts/s':>12}{'of ceiling':>12}{'steady':>8}"
+        f"{'429s':>6}{'setup s':>9}{'tail s':>8}"
+    )
     print(head + "\n" + "-" * len(head))
     for r in results:
         print(
             f"{r['scenario']:<12}{r['connection']:<12}{r['contacts_per_s']:>12.1f}"
-            f"{100 * r['share_of_ceiling']:>11.1f}%{r['rate_limited']:>6}"
+            f"{100 * r['share_of_ceiling']:>11.1f}%{100 * r['steady_request_share']:>7.1f}%"
+            f"{r['rate_limited']:>6}{r['setup_s']:>9.2f}{r['tail_s']:>8.2f}"
         )
     slow = [r for r in results if r["connection"] == "slow"]
     # The slow run against the direct one of the same scenario: what the distance costs,

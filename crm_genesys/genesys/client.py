@@ -39,7 +39,13 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from crm_genesys.genesys.auth import TokenManager
-from crm_genesys.genesys.bulk import batch_failure, encode_body, match_bulk_results, plan_batches
+from crm_genesys.genesys.bulk import (
+    batch_failure,
+    encode_body,
+    entities_body,
+    match_bulk_results,
+    plan_batches,
+)
 from crm_genesys.genesys.errors import (
     AuthError,
     GenesysError,
@@ -177,10 +183,13 @@ class GenesysClient:
         path: str,
         *,
         json: object = None,
+        content: bytes | None = None,
         params: Mapping[str, str | int] | None = None,
         idempotent: bool = True,
     ) -> httpx.Response:
         """Send one API request with token, pacing and retries; return the 2xx response.
+
+        The body is `json` (encoded by `bulk.encode_body`), or `content` already encoded.
 
         `idempotent=False` (creates) forbids resending once the request may have been acted
         on: such a failure raises a `RetryableError` with `outcome_unknown=True` at once.
@@ -188,7 +197,8 @@ class GenesysClient:
         """
         budget = self._retry.start()
         refreshed = False
-        content = encode_body(json) if json is not None else None
+        if json is not None:
+            content = encode_body(json)
         while True:
             token = await self.tokens.token()
             try:
@@ -325,14 +335,18 @@ class GenesysClient:
 
     async def _bulk(self, op: BulkOp, entities: list[Contact]) -> list[BulkItemResult]:
         results: list[BulkItemResult | None] = [None] * len(entities)
+        encoded = [encode_body(e) for e in entities]
         batches = plan_batches(
             entities,
             batch_size=self.settings.batch_size,
             max_bytes=self.settings.max_request_bytes,
+            sizes=[len(e) for e in encoded],
         )
 
         async def run(indexes: list[int]) -> None:
-            batch_results = await self._bulk_batch(op, [entities[i] for i in indexes])
+            batch_results = await self._bulk_batch(
+                op, [entities[i] for i in indexes], [encoded[i] for i in indexes]
+            )
             for index, result in zip(indexes, batch_results, strict=True):
                 results[index] = result
 
@@ -348,11 +362,14 @@ class GenesysClient:
         assert len(done) == len(entities)
         return done
 
-    async def _bulk_batch(self, op: BulkOp, entities: list[Contact]) -> list[BulkItemResult]:
+    async def _bulk_batch(
+        self, op: BulkOp, entities: list[Contact], encoded: list[bytes]
+    ) -> list[BulkItemResult]:
+        """One bulk request of `entities` (`encoded`: each one's `encode_body`)."""
         path = f"{API}/bulk/contacts" if op == "fetch" else f"{API}/bulk/contacts/{op}"
         try:
             response = await self.request(
-                "POST", path, json={"entities": entities}, idempotent=op != "add"
+                "POST", path, content=entities_body(encoded), idempotent=op != "add"
             )
         except (AuthError, PermissionDeniedError):
             raise
@@ -366,8 +383,12 @@ class GenesysClient:
                 try:
                     # A task group: when one half is refused the other is cancelled, not lost.
                     async with asyncio.TaskGroup() as group:
-                        first = group.create_task(self._bulk_batch(op, entities[:half]))
-                        second = group.create_task(self._bulk_batch(op, entities[half:]))
+                        first = group.create_task(
+                            self._bulk_batch(op, entities[:half], encoded[:half])
+                        )
+                        second = group.create_task(
+                            self._bulk_batch(op, entities[half:], encoded[half:])
+                        )
                 except ExceptionGroup as failed:
                     raise failed.exceptions[0] from None
                 return first.result() + second.result()

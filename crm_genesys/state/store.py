@@ -60,8 +60,8 @@ CLAIM_CHUNK = 1_000
 # waiting on a round trip), IDLE_CONNECTIONS of them kept open between bursts.
 MAX_CONNECTIONS = 32
 IDLE_CONNECTIONS = 8
-# A sink's state threads (see `SyncStateStore.concurrency`).
-STATE_CONCURRENCY = 8
+# SQLite has one writer at a time: more state threads than this only interleave on its lock.
+SQLITE_CONCURRENCY = 8
 
 INTENT_COLUMNS = [
     "id",
@@ -494,11 +494,11 @@ class SyncStateStore:
 
     @property
     def concurrency(self) -> int:
-        """How many state calls a sink runs at once (its state threads). 8 on every store for
-        now: with 32 on PostgreSQL, four window sinks at once re-planned claims often enough to
-        fail changes in CI (test_concurrent_windows); a server far away wants more (see
-        benchmarks/bench_state_latency.py), once claims contend less."""
-        return STATE_CONCURRENCY
+        """How many state calls may usefully run at once (a sink's state threads): a server
+        store's connections, each waiting on its own round trip (a sink's batches in progress
+        each make one state call at a time); SQLite's single writer gains nothing beyond a
+        few."""
+        return SQLITE_CONCURRENCY if self.dialect == "sqlite" else MAX_CONNECTIONS
 
     def __repr__(self) -> str:
         return f"SyncStateStore({self.display_url!r})"
@@ -833,14 +833,15 @@ class SyncStateStore:
             return KeyClaim([], {}, {}, {})
         now = _now()
         owners: dict[str, str] = {}
+        # One cached statement, executed for many rows (a multi-row VALUES would be compiled
+        # anew on every call: most of a claim's CPU).
+        insert = self._insert(key_claims).on_conflict_do_nothing(
+            index_elements=[key_claims.c.business_key]
+        )
         with self.engine.begin() as conn:
             for chunk in _chunks(wanted, CLAIM_CHUNK):
                 rows = [{"business_key": k, "holder": holder, "claimed_at": now} for k in chunk]
-                conn.execute(
-                    self._insert(key_claims)
-                    .values(rows)
-                    .on_conflict_do_nothing(index_elements=[key_claims.c.business_key])
-                )
+                conn.execute(insert, rows)
                 owners.update(self._claim_owners(conn, list(chunk)))
         others = {k: h for k, h in owners.items() if h != holder}
         if others:

@@ -34,10 +34,14 @@ Contract (`apply_changes`):
 - A delete that finds nothing is done.
 - Several sinks may run at once (windows, live runs, a full sync): a sink writes a business key
   only while it holds the key's claim (`SyncStateStore.claim_keys`), taken per batch before
-  anything is sent for it and released with the batch's outcome. Once claimed, the key's change
+  anything is sent for it and released with the batch's outcome; at most
+  `BATCHES_PER_SLOT * max_in_flight` batches are in progress at once, in order, so a sink
+  holds only the claims of the batches it is about to send (and the first request leaves
+  after one claim, not after all of them). Once claimed, the key's change
   is checked again against state as it is now (stale, already applied, or another operation).
-  A key another live sink holds waits for a later round; still held after `max_rounds`, its
-  change fails retryably (`key_claimed`), so accounting stays exact. Pending intents are
+  A key another live sink holds waits for a later round (not counted as an attempt for
+  `claim_ttl` seconds); still held after that and `max_rounds` more rounds, its change fails
+  retryably (`key_claimed`), so accounting stays exact. Pending intents are
   resolved only under a claim, so the in-flight creates of a live sink are never looked up by
   another; claims of a sink that is gone are taken over (`sync.concurrency.holder_gone`).
 - Each sink announces itself in the state once a second and paces to the share of the client's
@@ -123,6 +127,10 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = (
 MAX_ROUND_DELAY = 30.0
 # The longest a run waits for lookups to become trustworthy; longer waits defer to a re-run.
 MAX_LAG_WAIT = 30.0
+# Batches in progress (claimed, not yet recorded) per request in flight: enough to keep the
+# requests busy while the next batches claim their keys and write their intents, few enough
+# that a sink holds the claims of only the batches it is about to send.
+BATCHES_PER_SLOT = 2
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
 Clock = Callable[[], float]
@@ -238,6 +246,8 @@ class _Item:
     recreated: bool = False
     relocated: bool = False
     last_error: str = ""
+    # When this change first found its key claimed by another live sink (`clock` seconds).
+    claim_wait_since: float | None = None
     # The owned fields the payload holds a value in (`Ownership.present`), once computed.
     present: frozenset[str] | None = None
     # Pending create intents of other (ended) runs on this key: a lookup that finds the
@@ -321,6 +331,8 @@ class _Run:
         self.sleep = sleep
         self.report = SyncReport()
         self.slots = asyncio.Semaphore(max_in_flight)
+        # Batches in progress: each claims its keys when it enters, releases them when it ends.
+        self.ahead = asyncio.Semaphore(BATCHES_PER_SLOT * max_in_flight)
         self.next_round: list[_Item] = []
         self.deferred: list[_Item] = []
         self.executor = executor
@@ -692,7 +704,13 @@ class _Run:
         ready = [i for i in items if i.key not in fresh]
         for item in new:
             if item.key not in self.held:
-                self._retry(out, item, "key_claimed")
+                # Another live sink is on the key: waiting for it is no failed attempt for as
+                # long as a silent holder would keep it (`claim_ttl`); after that, rounds count.
+                now = self.clock()
+                if item.claim_wait_since is None:
+                    item.claim_wait_since = now
+                waited = now - item.claim_wait_since
+                self._retry(out, item, "key_claimed", attempt=waited >= self.claim_ttl)
                 continue
             was = (item.op, item.contact_id)
             if not self._decide(out, item, claim.state.get(item.key)):
@@ -864,108 +882,113 @@ class _Run:
         return to_create
 
     async def create_batch(self, items: list[_Item]) -> None:
-        out = _Outcome()
-        items = await self.claim(out, items)
-        if not items:
-            await self._commit(out)
-            return
+        async with self.ahead:
+            out = _Outcome()
+            items = await self.claim(out, items)
+            if not items:
+                await self._commit(out)
+                return
 
-        async def write_intents() -> None:
-            await self.db(
-                self.store.add_intents,
-                [IntentWrite(i.key, i.crm_version, i.content_hash) for i in items],
-                run_id=self.run_id,
-                window=self.window,
+            async def write_intents() -> None:
+                await self.db(
+                    self.store.add_intents,
+                    [IntentWrite(i.key, i.crm_version, i.content_hash) for i in items],
+                    run_id=self.run_id,
+                    window=self.window,
+                )
+
+            results = await self._bulk(
+                out, items, lambda: self.api.bulk_add(self._bodies(items)), before=write_intents
             )
-
-        results = await self._bulk(
-            out, items, lambda: self.api.bulk_add(self._bodies(items)), before=write_intents
-        )
-        for item, r in zip(items, results or [], strict=False):
-            contact_id = r.contact_id or (r.entity or {}).get("id")
-            if r.success and contact_id:
-                cid = str(contact_id)
-                out.created.append(self._written(item, cid))
-                out.resolved[item.key] = cid
-                out.done.append(item)
-            elif r.outcome_unknown or r.success:
-                # The contact may exist: the intent stays pending, a lookup decides.
-                item.verify_first = True
-                item.lookup_after = self._lookup_after_now()
-                self._retry(out, item, "outcome_unknown")
-            elif r.retryable:
-                out.resolved[item.key] = None  # definitely not created
-                self._retry(out, item, _result_reason(r))
-            else:
-                out.resolved[item.key] = None
-                self._dead(out, item, r)
-        await self._commit(out)
+            for item, r in zip(items, results or [], strict=False):
+                contact_id = r.contact_id or (r.entity or {}).get("id")
+                if r.success and contact_id:
+                    cid = str(contact_id)
+                    out.created.append(self._written(item, cid))
+                    out.resolved[item.key] = cid
+                    out.done.append(item)
+                elif r.outcome_unknown or r.success:
+                    # The contact may exist: the intent stays pending, a lookup decides.
+                    item.verify_first = True
+                    item.lookup_after = self._lookup_after_now()
+                    self._retry(out, item, "outcome_unknown")
+                elif r.retryable:
+                    out.resolved[item.key] = None  # definitely not created
+                    self._retry(out, item, _result_reason(r))
+                else:
+                    out.resolved[item.key] = None
+                    self._dead(out, item, r)
+            await self._commit(out)
 
     async def update_batch(self, items: list[_Item]) -> None:
         """Update `items`: merged into the contacts as Genesys holds them (fetched first), or
         whole when the CRM owns whole contacts."""
-        out = _Outcome()
-        items = await self.claim(out, items)
-        if not items:
-            await self._commit(out)
-            return
-        send = items
-        if self.ownership.merges:
-            send = []
-            bodies: list[Contact] = []
-            ids = [str(i.contact_id) for i in items]
-            fetched = await self._bulk(out, items, lambda: self.api.bulk_fetch(ids), fetch=True)
-            for item, r in zip(items, fetched or [], strict=False):
-                if r.success and r.entity is not None:
-                    body = self.merged(item, r.entity)
-                    if body == {**writable(r.entity), "id": r.entity.get("id")}:
-                        # Genesys holds this already (an earlier run's update landed).
-                        cid = str(r.entity.get("id") or item.contact_id)
-                        out.updated.append(self._written(item, cid))
-                        self.report.already_applied += 1
-                        out.done.append(item)
+        async with self.ahead:
+            out = _Outcome()
+            items = await self.claim(out, items)
+            if not items:
+                await self._commit(out)
+                return
+            send = items
+            if self.ownership.merges:
+                send = []
+                bodies: list[Contact] = []
+                ids = [str(i.contact_id) for i in items]
+                fetched = await self._bulk(out, items, lambda: self.api.bulk_fetch(ids), fetch=True)
+                for item, r in zip(items, fetched or [], strict=False):
+                    if r.success and r.entity is not None:
+                        body = self.merged(item, r.entity)
+                        if body == {**writable(r.entity), "id": r.entity.get("id")}:
+                            # Genesys holds this already (an earlier run's update landed).
+                            cid = str(r.entity.get("id") or item.contact_id)
+                            out.updated.append(self._written(item, cid))
+                            self.report.already_applied += 1
+                            out.done.append(item)
+                        else:
+                            send.append(item)
+                            bodies.append(body)
+                    elif _is_not_found(r):
+                        self._relocate(out, item)
+                    elif r.outcome_unknown or r.retryable:
+                        self._retry(out, item, _result_reason(r))
                     else:
-                        send.append(item)
-                        bodies.append(body)
+                        self._dead(out, item, r)
+            else:
+                bodies = self._bodies(items)
+            results = (
+                await self._bulk(out, send, lambda: self.api.bulk_update(bodies)) if send else []
+            )
+            for item, r in zip(send, results or [], strict=False):
+                if r.success:
+                    cid = str(r.contact_id or item.contact_id)
+                    out.updated.append(self._written(item, cid))
+                    out.done.append(item)
                 elif _is_not_found(r):
                     self._relocate(out, item)
+                elif r.outcome_unknown or r.retryable:
+                    self._retry(out, item, _result_reason(r))  # updates are idempotent
+                else:
+                    self._dead(out, item, r)
+            await self._commit(out)
+
+    async def delete_batch(self, items: list[_Item]) -> None:
+        async with self.ahead:
+            out = _Outcome()
+            items = await self.claim(out, items)
+            if not items:
+                await self._commit(out)
+                return
+            ids = [str(i.contact_id) for i in items]
+            results = await self._bulk(out, items, lambda: self.api.bulk_remove(ids))
+            for item, r in zip(items, results or [], strict=False):
+                if r.success or _is_not_found(r):
+                    out.deleted.append(DeleteWrite(item.key, item.crm_version))
+                    out.done.append(item)
                 elif r.outcome_unknown or r.retryable:
                     self._retry(out, item, _result_reason(r))
                 else:
                     self._dead(out, item, r)
-        else:
-            bodies = self._bodies(items)
-        results = await self._bulk(out, send, lambda: self.api.bulk_update(bodies)) if send else []
-        for item, r in zip(send, results or [], strict=False):
-            if r.success:
-                cid = str(r.contact_id or item.contact_id)
-                out.updated.append(self._written(item, cid))
-                out.done.append(item)
-            elif _is_not_found(r):
-                self._relocate(out, item)
-            elif r.outcome_unknown or r.retryable:
-                self._retry(out, item, _result_reason(r))  # updates are idempotent
-            else:
-                self._dead(out, item, r)
-        await self._commit(out)
-
-    async def delete_batch(self, items: list[_Item]) -> None:
-        out = _Outcome()
-        items = await self.claim(out, items)
-        if not items:
             await self._commit(out)
-            return
-        ids = [str(i.contact_id) for i in items]
-        results = await self._bulk(out, items, lambda: self.api.bulk_remove(ids))
-        for item, r in zip(items, results or [], strict=False):
-            if r.success or _is_not_found(r):
-                out.deleted.append(DeleteWrite(item.key, item.crm_version))
-                out.done.append(item)
-            elif r.outcome_unknown or r.retryable:
-                self._retry(out, item, _result_reason(r))
-            else:
-                self._dead(out, item, r)
-        await self._commit(out)
 
     def _bodies(self, items: list[_Item]) -> list[Contact]:
         return [self.entity(i) for i in items]

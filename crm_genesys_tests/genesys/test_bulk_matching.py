@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crm_genesys.genesys.bulk import encode_body, match_bulk_results, plan_batches
+from crm_genesys.genesys.bulk import encode_body, entities_body, match_bulk_results, plan_batches
 
 SRC = "src"
 
@@ -130,8 +130,15 @@ def test_plan_batches_keeps_order_count_and_byte_limits(
 ) -> None:
     entities = [{"title": t, "id": str(i)} for i, t in enumerate(titles)]
     batches = plan_batches(entities, batch_size=batch_size, max_bytes=max_bytes)
+    encoded = [encode_body(e) for e in entities]
+    sized = [len(e) for e in encoded]
+    assert plan_batches(entities, batch_size=batch_size, max_bytes=max_bytes, sizes=sized) == (
+        batches
+    )
     assert [i for b in batches for i in b] == list(range(len(entities)))
     for batch in batches:
         assert 1 <= len(batch) <= batch_size
-        size = len(encode_body({"entities": [entities[i] for i in batch]}))
-        assert size <= max_bytes or len(batch) == 1
+        body = encode_body({"entities": [entities[i] for i in batch]})
+        # The client joins the entities it encoded once: the same bytes as encoding the whole.
+        assert entities_body([encoded[i] for i in batch]) == body
+        assert len(body) <= max_bytes or len(batch) == 1

@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 
 from crm_genesys.state.store import (
     IN_CHUNK,
+    MAX_CONNECTIONS,
     SNAPSHOT_COLUMNS,
+    SQLITE_CONCURRENCY,
     DeadLetter,
     DeleteWrite,
     IntentWrite,
@@ -54,6 +56,14 @@ def test_sqlite_uses_wal_and_waits_for_the_lock(store: SyncStateStore) -> None:
 def test_repr_hides_password() -> None:
     s = SyncStateStore("postgresql+psycopg://user:hunter2@db.example/state")
     assert "hunter2" not in repr(s)
+
+
+def test_a_server_store_runs_as_many_state_calls_as_it_has_connections(tmp_path) -> None:
+    # A sink's state threads: each waits on its own round trip to a server; SQLite has one
+    # writer, so a few are enough.
+    server = SyncStateStore("postgresql+psycopg://user@db.example/state")
+    assert server.concurrency == MAX_CONNECTIONS > SQLITE_CONCURRENCY
+    assert SyncStateStore(f"sqlite:///{tmp_path / 's.sqlite'}").concurrency == SQLITE_CONCURRENCY
 
 
 def test_snapshot_columns_types_and_key_filter(store: SyncStateStore) -> None:

@@ -162,3 +162,38 @@ def test_a_live_runs_pending_create_is_never_resolved_by_another_run(
 
 def _payload(key: str, version: int) -> str:
     return canonical(body_for(key, version))
+
+
+class _ReleasingStore(SyncStateStore):
+    """A store on which another live sink (`other`) holds `key` until the third time a sink
+    asks to claim it: a holder busy for several of the waiting sink's rounds."""
+
+    def __init__(self, url: str, key: str) -> None:
+        super().__init__(url)
+        self.key = key
+        self.asked = 0
+
+    def claim_keys(self, keys, holder, *, stale):  # type: ignore[no-untyped-def]
+        keys = list(keys)
+        if holder != "other" and self.key in keys:
+            self.asked += 1
+            if self.asked == 3:
+                self.release_keys("other", [self.key])
+        return super().claim_keys(keys, holder, stale=stale)
+
+
+def test_waiting_for_a_live_sinks_claim_is_not_a_failed_attempt(tmp_path: Path) -> None:
+    from crm_genesys.sync.concurrency import WINDOW, identity
+
+    store = _ReleasingStore(f"sqlite:///{tmp_path / 'state.sqlite'}", "K1")
+    store.create_all()
+    store.announce_sink(identity("other", WINDOW))  # alive: this process, seen just now
+    store.claim_keys(["K1"], "other", stale=lambda h, p: False)
+    api = FakeContactsApi()
+    report = asyncio.run(
+        _run(changeset([change("K1", "create", 1)]), api, store, "w1", max_rounds=2)
+    )
+    # Two rounds found K1 held; the third got it: a wait, not two failed attempts.
+    assert store.asked == 3
+    assert (report.created, report.failed) == (1, 0)
+    assert len(_held(api)["K1"]) == 1

@@ -18,7 +18,7 @@ from crm_genesys.genesys.client import GenesysClient
 from crm_genesys.genesys.errors import AuthError, RequestRejectedError, RetryableError
 from crm_genesys.genesys.settings import GenesysSettings
 from crm_genesys.state.store import MAX_CONNECTIONS, IntentWrite, StateWrite, SyncStateStore
-from crm_genesys.sync.sink import SyncReport, apply_changes
+from crm_genesys.sync.sink import BATCHES_PER_SLOT, SyncReport, apply_changes
 from crm_genesys_tests.genesys.fakes import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -294,6 +294,24 @@ def test_concurrency_is_bounded(store: SyncStateStore) -> None:
     report = run(changeset([change(f"K{i}", "create", 1) for i in range(40)]), api, store,
                  batch_size=2, max_in_flight=3)  # fmt: skip
     assert report.created == 40 and Counting.peak == 3
+
+
+def test_keys_are_claimed_just_ahead_of_their_batch(store: SyncStateStore) -> None:
+    # The first request leaves after its own batch's claim, not after every batch's, and the
+    # sink never holds the claims of more batches than it has in progress.
+    held_at_send: list[int] = []
+
+    class Watching(FakeContactsApi):
+        async def bulk_add(self, entities):
+            held_at_send.append(len(store.key_claims()))
+            return await super().bulk_add(entities)
+
+    api = Watching()
+    report = run(changeset([change(f"K{i:03d}", "create", 1) for i in range(200)]), api, store,
+                 batch_size=5, max_in_flight=2)  # fmt: skip
+    assert report.created == 200 and len(held_at_send) == 40
+    assert max(held_at_send) <= BATCHES_PER_SLOT * 2 * 5
+    assert store.key_claims() == {}
 
 
 @settings(
@@ -603,11 +621,18 @@ def test_state_calls_run_concurrently_so_a_distant_database_does_not_stall_the_b
     tmp_path: Path,
 ) -> None:
     # With the state 20 ms away a transaction costs ~100 ms; the batches of a full budget need
-    # a few dozen of them at once. Each batch claims its keys first: 24 batches, 24 claims.
+    # a few dozen of them at once. Each batch in progress claims its keys first: with 12
+    # requests in flight, 24 batches in progress, 24 claims at once.
     store = _BarrierStore(f"sqlite:///{tmp_path / 'state.sqlite'}", parties=24)
     store.create_all()
     api = FakeContactsApi()
     keys = [f"K{i:04d}" for i in range(2400)]
-    report = run(changeset([change(k, "create", 1) for k in keys]), api, store, batch_size=100)
+    report = run(
+        changeset([change(k, "create", 1) for k in keys]),
+        api,
+        store,
+        batch_size=100,
+        max_in_flight=12,
+    )
     assert (report.created, report.failed) == (2400, 0)
     assert_parity(api, store)
