@@ -1092,7 +1092,8 @@ class SyncStateStore:
         self, sync_id: str, *, cursor: Any, counts: dict[str, int], keys: Iterable[str]
     ) -> None:
         """One completed chunk, in one transaction: the keys it saw, where the next chunk
-        starts, and the accounting so far. A crash before it commits re-reads the chunk."""
+        starts, and the accounting so far. A crash before it commits re-reads the chunk (and
+        marks its keys as that read found them). Marking a key twice is one mark."""
         with self.engine.begin() as conn:
             self._mark_keys(conn, sync_id, keys)
             conn.execute(
@@ -1107,12 +1108,29 @@ class SyncStateStore:
             )
 
     def _mark_keys(self, conn: Connection, sync_id: str, keys: Iterable[str]) -> None:
-        params = [{"sync_id": sync_id, "business_key": k} for k in sorted(set(keys))]
-        stmt = self._insert(full_sync_keys).on_conflict_do_nothing(
-            index_elements=[full_sync_keys.c.sync_id, full_sync_keys.c.business_key]
-        )
-        for chunk in _chunks(params, WRITE_CHUNK):
-            conn.execute(stmt, list(chunk))
+        unique = sorted(set(keys))  # key order: the lock order (module docstring)
+        if not unique:
+            return
+        # Straight to the driver: SQLAlchemy's per-row parameter processing costs ten times
+        # what SQLite spends on the insert, and a full sync marks every key of the CRM.
+        if self.dialect == "sqlite":
+            sql = (
+                "INSERT INTO full_sync_keys (sync_id, business_key) VALUES (?, ?) "
+                "ON CONFLICT (sync_id, business_key) DO NOTHING"
+            )
+            for chunk in _chunks(unique, WRITE_CHUNK):
+                conn.exec_driver_sql(sql, [(sync_id, k) for k in chunk])
+            return
+        if self.dialect == "postgresql":
+            sql = (
+                "INSERT INTO full_sync_keys (sync_id, business_key) "
+                "SELECT %s, k FROM unnest(%s::text[]) AS k "
+                "ON CONFLICT (sync_id, business_key) DO NOTHING"
+            )
+            for chunk in _chunks(unique, WRITE_CHUNK):
+                conn.exec_driver_sql(sql, (sync_id, list(chunk)))
+            return
+        raise NotImplementedError(f"sync state supports sqlite and postgresql, not {self.dialect}")
 
     def finish_full_sync(self, sync_id: str, counts: dict[str, int]) -> None:
         """Mark the full sync done (its seen keys are dropped: the mirror has used them)."""
