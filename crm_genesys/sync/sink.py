@@ -881,114 +881,114 @@ class _Run:
         await self._commit(out)
         return to_create
 
-    async def create_batch(self, items: list[_Item]) -> None:
+    async def _batch(
+        self, items: list[_Item], send: Callable[[_Outcome, list[_Item]], Awaitable[None]]
+    ) -> None:
+        """One batch in progress (at most `BATCHES_PER_SLOT` x `max_in_flight` at once): its keys
+        claimed as it starts, `send` for the claimed items, then the outcome committed."""
         async with self.ahead:
             out = _Outcome()
-            items = await self.claim(out, items)
-            if not items:
-                await self._commit(out)
-                return
-
-            async def write_intents() -> None:
-                await self.db(
-                    self.store.add_intents,
-                    [IntentWrite(i.key, i.crm_version, i.content_hash) for i in items],
-                    run_id=self.run_id,
-                    window=self.window,
-                )
-
-            results = await self._bulk(
-                out, items, lambda: self.api.bulk_add(self._bodies(items)), before=write_intents
-            )
-            for item, r in zip(items, results or [], strict=False):
-                contact_id = r.contact_id or (r.entity or {}).get("id")
-                if r.success and contact_id:
-                    cid = str(contact_id)
-                    out.created.append(self._written(item, cid))
-                    out.resolved[item.key] = cid
-                    out.done.append(item)
-                elif r.outcome_unknown or r.success:
-                    # The contact may exist: the intent stays pending, a lookup decides.
-                    item.verify_first = True
-                    item.lookup_after = self._lookup_after_now()
-                    self._retry(out, item, "outcome_unknown")
-                elif r.retryable:
-                    out.resolved[item.key] = None  # definitely not created
-                    self._retry(out, item, _result_reason(r))
-                else:
-                    out.resolved[item.key] = None
-                    self._dead(out, item, r)
+            claimed = await self.claim(out, items)
+            if claimed:
+                await send(out, claimed)
             await self._commit(out)
 
+    async def create_batch(self, items: list[_Item]) -> None:
+        await self._batch(items, self._create)
+
     async def update_batch(self, items: list[_Item]) -> None:
+        await self._batch(items, self._update)
+
+    async def delete_batch(self, items: list[_Item]) -> None:
+        await self._batch(items, self._delete)
+
+    async def _create(self, out: _Outcome, items: list[_Item]) -> None:
+        """Create `items`, their intents written before the request."""
+
+        async def write_intents() -> None:
+            await self.db(
+                self.store.add_intents,
+                [IntentWrite(i.key, i.crm_version, i.content_hash) for i in items],
+                run_id=self.run_id,
+                window=self.window,
+            )
+
+        results = await self._bulk(
+            out, items, lambda: self.api.bulk_add(self._bodies(items)), before=write_intents
+        )
+        for item, r in zip(items, results or [], strict=False):
+            contact_id = r.contact_id or (r.entity or {}).get("id")
+            if r.success and contact_id:
+                cid = str(contact_id)
+                out.created.append(self._written(item, cid))
+                out.resolved[item.key] = cid
+                out.done.append(item)
+            elif r.outcome_unknown or r.success:
+                # The contact may exist: the intent stays pending, a lookup decides.
+                item.verify_first = True
+                item.lookup_after = self._lookup_after_now()
+                self._retry(out, item, "outcome_unknown")
+            elif r.retryable:
+                out.resolved[item.key] = None  # definitely not created
+                self._retry(out, item, _result_reason(r))
+            else:
+                out.resolved[item.key] = None
+                self._dead(out, item, r)
+
+    async def _update(self, out: _Outcome, items: list[_Item]) -> None:
         """Update `items`: merged into the contacts as Genesys holds them (fetched first), or
         whole when the CRM owns whole contacts."""
-        async with self.ahead:
-            out = _Outcome()
-            items = await self.claim(out, items)
-            if not items:
-                await self._commit(out)
-                return
-            send = items
-            if self.ownership.merges:
-                send = []
-                bodies: list[Contact] = []
-                ids = [str(i.contact_id) for i in items]
-                fetched = await self._bulk(out, items, lambda: self.api.bulk_fetch(ids), fetch=True)
-                for item, r in zip(items, fetched or [], strict=False):
-                    if r.success and r.entity is not None:
-                        body = self.merged(item, r.entity)
-                        if body == {**writable(r.entity), "id": r.entity.get("id")}:
-                            # Genesys holds this already (an earlier run's update landed).
-                            cid = str(r.entity.get("id") or item.contact_id)
-                            out.updated.append(self._written(item, cid))
-                            self.report.already_applied += 1
-                            out.done.append(item)
-                        else:
-                            send.append(item)
-                            bodies.append(body)
-                    elif _is_not_found(r):
-                        self._relocate(out, item)
-                    elif r.outcome_unknown or r.retryable:
-                        self._retry(out, item, _result_reason(r))
+        send = items
+        if self.ownership.merges:
+            send = []
+            bodies: list[Contact] = []
+            ids = [str(i.contact_id) for i in items]
+            fetched = await self._bulk(out, items, lambda: self.api.bulk_fetch(ids), fetch=True)
+            for item, r in zip(items, fetched or [], strict=False):
+                if r.success and r.entity is not None:
+                    body = self.merged(item, r.entity)
+                    if body == {**writable(r.entity), "id": r.entity.get("id")}:
+                        # Genesys holds this already (an earlier run's update landed).
+                        cid = str(r.entity.get("id") or item.contact_id)
+                        out.updated.append(self._written(item, cid))
+                        self.report.already_applied += 1
+                        out.done.append(item)
                     else:
-                        self._dead(out, item, r)
-            else:
-                bodies = self._bodies(items)
-            results = (
-                await self._bulk(out, send, lambda: self.api.bulk_update(bodies)) if send else []
-            )
-            for item, r in zip(send, results or [], strict=False):
-                if r.success:
-                    cid = str(r.contact_id or item.contact_id)
-                    out.updated.append(self._written(item, cid))
-                    out.done.append(item)
+                        send.append(item)
+                        bodies.append(body)
                 elif _is_not_found(r):
                     self._relocate(out, item)
                 elif r.outcome_unknown or r.retryable:
-                    self._retry(out, item, _result_reason(r))  # updates are idempotent
-                else:
-                    self._dead(out, item, r)
-            await self._commit(out)
-
-    async def delete_batch(self, items: list[_Item]) -> None:
-        async with self.ahead:
-            out = _Outcome()
-            items = await self.claim(out, items)
-            if not items:
-                await self._commit(out)
-                return
-            ids = [str(i.contact_id) for i in items]
-            results = await self._bulk(out, items, lambda: self.api.bulk_remove(ids))
-            for item, r in zip(items, results or [], strict=False):
-                if r.success or _is_not_found(r):
-                    out.deleted.append(DeleteWrite(item.key, item.crm_version))
-                    out.done.append(item)
-                elif r.outcome_unknown or r.retryable:
                     self._retry(out, item, _result_reason(r))
                 else:
                     self._dead(out, item, r)
-            await self._commit(out)
+        else:
+            bodies = self._bodies(items)
+        results = await self._bulk(out, send, lambda: self.api.bulk_update(bodies)) if send else []
+        for item, r in zip(send, results or [], strict=False):
+            if r.success:
+                cid = str(r.contact_id or item.contact_id)
+                out.updated.append(self._written(item, cid))
+                out.done.append(item)
+            elif _is_not_found(r):
+                self._relocate(out, item)
+            elif r.outcome_unknown or r.retryable:
+                self._retry(out, item, _result_reason(r))  # updates are idempotent
+            else:
+                self._dead(out, item, r)
+
+    async def _delete(self, out: _Outcome, items: list[_Item]) -> None:
+        """Remove `items`; one already gone counts as deleted."""
+        ids = [str(i.contact_id) for i in items]
+        results = await self._bulk(out, items, lambda: self.api.bulk_remove(ids))
+        for item, r in zip(items, results or [], strict=False):
+            if r.success or _is_not_found(r):
+                out.deleted.append(DeleteWrite(item.key, item.crm_version))
+                out.done.append(item)
+            elif r.outcome_unknown or r.retryable:
+                self._retry(out, item, _result_reason(r))
+            else:
+                self._dead(out, item, r)
 
     def _bodies(self, items: list[_Item]) -> list[Contact]:
         return [self.entity(i) for i in items]
