@@ -15,6 +15,9 @@ import httpx
 from crm_genesys.emulator import DEFAULT_ADMIN_TOKEN
 
 REPO = Path(__file__).resolve().parents[1]
+# Admin calls such as the foreign writer read the whole org: at 50,000 contacts on a loaded
+# 2-core machine one takes longer than 10 s, and a timeout there ends a long run for nothing.
+ADMIN_TIMEOUT_S = 120.0
 
 
 def admin_headers(token: str = DEFAULT_ADMIN_TOKEN) -> dict[str, str]:
@@ -45,7 +48,7 @@ class Server:
             f"{self.url}{path}",
             json=body,
             headers=admin_headers(self.admin_token),
-            timeout=10,
+            timeout=ADMIN_TIMEOUT_S,
         )
         response.raise_for_status()
         return response.json()
