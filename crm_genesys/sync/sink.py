@@ -98,6 +98,7 @@ from crm_genesys.state.store import (
     DeadLetter,
     DeleteWrite,
     IntentWrite,
+    KeyClaim,
     PendingIntent,
     SinkPresence,
     StateWrite,
@@ -351,6 +352,8 @@ class _Run:
         self.claim_ttl = claim_ttl
         # Keys this run holds the claim of (it may write them).
         self.held: set[str] = set()
+        # The sink's first announcement (`running`): claims wait for it.
+        self.announced: asyncio.Future[None] | None = None
         # The share of the client's budget the lanes divide (the pacer's own share at start).
         pacer = getattr(api, "pacer", None)
         self.pacer = pacer if hasattr(pacer, "set_share") else None
@@ -411,9 +414,12 @@ class _Run:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """While the block runs: the sink is announced, its heartbeat beats. Afterwards its
-        claims are released, it is marked ended, and its pacer gets its whole share back."""
-        await self.announce()
+        """While the block runs: the sink is announced, its heartbeat beats. The first
+        announcement runs beside the block's first state reads; no key is claimed before it
+        is done (`claim_keys`), so other sinks never see claims of an unannounced holder.
+        Afterwards its claims are released, it is marked ended, and its pacer gets its whole
+        share back."""
+        announced = self.announced = asyncio.ensure_future(self.announce())
         beat = asyncio.ensure_future(self.heartbeat())
         main = asyncio.current_task()
 
@@ -424,13 +430,17 @@ class _Run:
         beat.add_done_callback(stop_main)
         try:
             yield
+            await announced  # a run that claimed nothing must still have announced itself
         except asyncio.CancelledError:
             if beat.done() and not beat.cancelled() and beat.exception() is not None:
                 raise RuntimeError("the sink lost its sync state") from beat.exception()
             raise
         finally:
             beat.cancel()
-            await asyncio.wait([beat])  # its outcome was dealt with above
+            announced.cancel()
+            await asyncio.wait([beat, announced])  # their outcomes were dealt with above
+            if not announced.cancelled():
+                announced.exception()  # retrieved: it was raised, or another error was
             try:
                 # Synchronous: the run is over (or being cancelled), nothing else is in flight.
                 self.store.end_sink(self.identity.holder)
@@ -438,6 +448,13 @@ class _Run:
                 log.warning("could not release the claims of sink %s", self.identity.holder)
             if self.pacer is not None:
                 self.pacer.set_share(self.total_share)
+
+    async def claim_keys(self, keys: Sequence[str]) -> KeyClaim:
+        """`SyncStateStore.claim_keys` for this sink, once it has announced itself."""
+        if self.announced is None:
+            raise RuntimeError("a sink claims keys only while it runs")
+        await self.announced
+        return await self.db(self.store.claim_keys, keys, self.run_id, stale=self.gone)
 
     # ------------------------------------------------------------ entities
 
@@ -544,12 +561,7 @@ class _Run:
         pending = await self.db(read)
         if not pending:
             return
-        claim = await self.db(
-            self.store.claim_keys,
-            sorted({i.business_key for i in pending}),
-            self.run_id,
-            stale=self.gone,
-        )
+        claim = await self.claim_keys(sorted({i.business_key for i in pending}))
         self.held.update(claim.claimed)
         # Read under the claims: what is pending now (the holder may have resolved some).
         by_key = {k: claim.intents[k] for k in claim.claimed if k in claim.intents}
@@ -729,9 +741,7 @@ class _Run:
         new = [i for i in items if i.key not in self.held]
         if not new:
             return items
-        claim = await self.db(
-            self.store.claim_keys, [i.key for i in new], self.run_id, stale=self.gone
-        )
+        claim = await self.claim_keys([i.key for i in new])
         self.held.update(claim.claimed)
         fresh = {i.key for i in new}
         ready = [i for i in items if i.key not in fresh]
