@@ -48,6 +48,14 @@ Contract (`apply_changes`):
   budget its lane is allotted (`sync.concurrency`): live runs first.
 - State reads and writes run in worker threads (`state_threads`), never on the event loop, so
   a slow state database never stalls the requests in flight.
+- The window is planned in slices while it is sent, so the first request leaves after the first
+  slice's reads, not the whole window's: the newest change of each key is picked over the whole
+  frame first (cheap, in memory); then slice by slice (`slice_changes`; the first just big
+  enough for the batches in progress, then `SLICE_CHANGES`) the slice's pending intents are
+  resolved, its changes planned against state, and its batches started as places among the
+  batches in progress free up, while earlier slices' batches are in flight. A key whose
+  intents stay unresolved is remembered across slices: its create looks up first whichever
+  slice it is in.
 
 Cost: a create, a delete and an update of a whole-contact mapping are one request per batch; a
 merged update is two (fetch, then update). Batches run concurrently (at most `max_in_flight`
@@ -870,7 +878,7 @@ class _Run:
             return
         to_create = await self.verify(ready)
         for start in range(0, len(to_create), self.batch_size):
-            await self.create_batch(to_create[start : start + self.batch_size])
+            await self._batch(to_create[start : start + self.batch_size], self._create)
 
     async def verify(self, items: list[_Item]) -> list[_Item]:
         """Look up creates of unknown outcome and updates whose contact is gone. A create
@@ -945,15 +953,6 @@ class _Run:
             await self._commit(out)
         finally:
             self.ahead.release()
-
-    async def create_batch(self, items: list[_Item]) -> None:
-        await self._batch(items, self._create)
-
-    async def update_batch(self, items: list[_Item]) -> None:
-        await self._batch(items, self._update)
-
-    async def delete_batch(self, items: list[_Item]) -> None:
-        await self._batch(items, self._delete)
 
     async def _create(self, out: _Outcome, items: list[_Item]) -> None:
         """Create `items`, their intents written before the request."""
