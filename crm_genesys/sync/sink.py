@@ -669,14 +669,19 @@ class _Run:
 
     # ------------------------------------------------------------ phase 2: plan
 
-    async def plan(self, items: list[_Item]) -> list[_Item]:
-        """Decide each change's operation against state as it is now. Returns the work; stale
-        and already-applied changes are accounted (and recorded) here. Keys not claimed yet
-        are checked again once claimed (`claim`)."""
-        snapshot = await self.db(self.store.snapshot, [i.key for i in items])
+    async def plan(self, items: list[_Item], snapshot: pd.DataFrame | None = None) -> list[_Item]:
+        """Decide each change's operation against state as it is now (`snapshot` of their
+        keys when it has just been read). Returns the work; stale and already-applied changes
+        are accounted (and recorded) here. Keys not claimed yet are checked again once claimed
+        (`claim`)."""
+        rows: pd.DataFrame = (
+            snapshot
+            if snapshot is not None
+            else await self.db(self.store.snapshot, [i.key for i in items])
+        )
         state = {
             row.business_key: row
-            for row in snapshot.itertuples(index=False)  # columns: SNAPSHOT_COLUMNS
+            for row in rows.itertuples(index=False)  # columns: SNAPSHOT_COLUMNS
         }
         out = _Outcome()
         work: list[_Item] = []
@@ -702,8 +707,18 @@ class _Run:
         while True:
             stop = start + next(sizes)
             items = await self.db(_items, frame, order[start:stop])
-            await self.resolve_pending_intents([i.key for i in items], of_window=start == 0)
-            yield await self.plan(items)
+            keys = [i.key for i in items]
+            snapshot: pd.DataFrame | None = None
+            if self.pending_possible is None:
+                # The first slice's state is read while the store is asked whether any intent
+                # is pending (it is usually not: then that read is the plan's).
+                self.pending_possible, snapshot = await asyncio.gather(
+                    self.db(self.store.has_pending_intents), self.db(self.store.snapshot, keys)
+                )
+            if self.pending_possible:
+                await self.resolve_pending_intents(keys, of_window=start == 0)
+                snapshot = None  # resolutions write state: read it again
+            yield await self.plan(items, snapshot)
             start = stop
             if start >= len(order):
                 return
