@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crm_genesys.state.store import IntentWrite, StateWrite, SyncStateStore
+from crm_genesys.state.store import DeleteWrite, IntentWrite, StateWrite, SyncStateStore
 from crm_genesys.sync.sink import BATCHES_PER_SLOT, SyncReport, apply_changes
 from crm_genesys_tests.sync.fake_api import FakeContactsApi, payload_of
 from crm_genesys_tests.sync.helpers import body_for, canonical, change, changeset, content_hash
@@ -150,8 +150,6 @@ def _window(
                 intents.append(IntentWrite(key, 5, content_hash(canonical(body_for(key, 5)))))
         store.record_created(writes, window="before")
         if deleted:
-            from crm_genesys.state.store import DeleteWrite
-
             store.record_deleted([DeleteWrite(k, 1) for k in deleted], window="before")
         if intents:
             store.add_intents(intents, run_id="crashed", window="w0")
