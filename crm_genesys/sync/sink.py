@@ -48,6 +48,14 @@ Contract (`apply_changes`):
   budget its lane is allotted (`sync.concurrency`): live runs first.
 - State reads and writes run in worker threads (`state_threads`), never on the event loop, so
   a slow state database never stalls the requests in flight.
+- The window is planned in slices while it is sent, so the first request leaves after the first
+  slice's reads, not the whole window's: the newest change of each key is picked over the whole
+  frame first (cheap, in memory); then slice by slice (`slice_changes`; the first just big
+  enough for the batches in progress, then `SLICE_CHANGES`) the slice's pending intents are
+  resolved, its changes planned against state, and its batches started as places among the
+  batches in progress free up, while earlier slices' batches are in flight. A key whose
+  intents stay unresolved is remembered across slices: its create looks up first whichever
+  slice it is in.
 
 Cost: a create, a delete and an update of a whole-contact mapping are one request per batch; a
 merged update is two (fetch, then update). Batches run concurrently (at most `max_in_flight`
@@ -64,20 +72,22 @@ import asyncio
 import collections
 import datetime as dt
 import functools
+import itertools
 import json
 import logging
 import time
 import uuid
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
-    Coroutine,
+    Iterator,
     Mapping,
     Sequence,
 )
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
@@ -96,6 +106,7 @@ from crm_genesys.state.store import (
     DeadLetter,
     DeleteWrite,
     IntentWrite,
+    KeyClaim,
     PendingIntent,
     SinkPresence,
     StateWrite,
@@ -116,6 +127,7 @@ from crm_genesys.sync.ownership import Ownership, merge_contact, writable
 log = logging.getLogger(__name__)
 
 Op = Literal["create", "update", "delete"]
+_OPS: tuple[Op, ...] = ("create", "update", "delete")
 # A changes frame may come without payloads (deletes need none).
 REQUIRED_COLUMNS = tuple(c for c in CHANGE_COLUMNS if c != "payload")
 # Failures of a whole request that no retry will cure: the window fails with them.
@@ -131,6 +143,10 @@ MAX_LAG_WAIT = 30.0
 # requests busy while the next batches claim their keys and write their intents, few enough
 # that a sink holds the claims of only the batches it is about to send.
 BATCHES_PER_SLOT = 2
+# Changes planned (state read, pending intents resolved) per slice after the first, which holds
+# just the batches in progress: one state read each, small enough that planning the next slice
+# takes less time than the batches in progress take to send.
+SLICE_CHANGES = 5_000
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
 Clock = Callable[[], float]
@@ -335,11 +351,17 @@ class _Run:
         self.ahead = asyncio.Semaphore(BATCHES_PER_SLOT * max_in_flight)
         self.next_round: list[_Item] = []
         self.deferred: list[_Item] = []
+        # Keys whose pending intents could not be resolved yet (their creates look up first).
+        self.unknown: dict[str, _Unknown] = {}
+        # Whether any intent may be pending (probed once; later ones are met under claims).
+        self.pending_possible: bool | None = None
         self.executor = executor
         self.identity = identity(run_id, lane)
         self.claim_ttl = claim_ttl
         # Keys this run holds the claim of (it may write them).
         self.held: set[str] = set()
+        # The sink's first announcement (`running`): claims wait for it.
+        self.announced: asyncio.Future[None] | None = None
         # The share of the client's budget the lanes divide (the pacer's own share at start).
         pacer = getattr(api, "pacer", None)
         self.pacer = pacer if hasattr(pacer, "set_share") else None
@@ -400,9 +422,12 @@ class _Run:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """While the block runs: the sink is announced, its heartbeat beats. Afterwards its
-        claims are released, it is marked ended, and its pacer gets its whole share back."""
-        await self.announce()
+        """While the block runs: the sink is announced, its heartbeat beats. The first
+        announcement runs beside the block's first state reads; no key is claimed before it
+        is done (`claim_keys`), so other sinks never see claims of an unannounced holder.
+        Afterwards its claims are released, it is marked ended, and its pacer gets its whole
+        share back."""
+        announced = self.announced = asyncio.ensure_future(self.announce())
         beat = asyncio.ensure_future(self.heartbeat())
         main = asyncio.current_task()
 
@@ -413,13 +438,17 @@ class _Run:
         beat.add_done_callback(stop_main)
         try:
             yield
+            await announced  # a run that claimed nothing must still have announced itself
         except asyncio.CancelledError:
             if beat.done() and not beat.cancelled() and beat.exception() is not None:
                 raise RuntimeError("the sink lost its sync state") from beat.exception()
             raise
         finally:
             beat.cancel()
-            await asyncio.wait([beat])  # its outcome was dealt with above
+            announced.cancel()
+            await asyncio.wait([beat, announced])  # their outcomes were dealt with above
+            if not announced.cancelled():
+                announced.exception()  # retrieved: it was raised, or another error was
             try:
                 # Synchronous: the run is over (or being cancelled), nothing else is in flight.
                 self.store.end_sink(self.identity.holder)
@@ -427,6 +456,13 @@ class _Run:
                 log.warning("could not release the claims of sink %s", self.identity.holder)
             if self.pacer is not None:
                 self.pacer.set_share(self.total_share)
+
+    async def claim_keys(self, keys: Sequence[str]) -> KeyClaim:
+        """`SyncStateStore.claim_keys` for this sink, once it has announced itself."""
+        if self.announced is None:
+            raise RuntimeError("a sink claims keys only while it runs")
+        await self.announced
+        return await self.db(self.store.claim_keys, keys, self.run_id, stale=self.gone)
 
     # ------------------------------------------------------------ entities
 
@@ -508,18 +544,23 @@ class _Run:
 
     # ------------------------------------------------------------ phase 1: intents
 
-    async def resolve_pending_intents(self, keys: Sequence[str]) -> dict[str, _Unknown]:
-        """Resolve pending intents of `keys` and of this window, each under its key's claim: the
-        intents of a sink that is still alive (it holds their keys) are never touched. Returns
-        the keys still unknown (lookup failed, or not yet trustworthy) with the time their
-        lookup becomes trustworthy and their intents: they must not be created before a
-        trustworthy lookup. The claims of `keys` are kept (the plan is made under them); the
-        others are released once resolved."""
-        if not await self.db(self.store.has_pending_intents):
-            return {}  # the usual case: skip the per-key queries
+    async def resolve_pending_intents(self, keys: Sequence[str], *, of_window: bool) -> None:
+        """Resolve pending intents of `keys` (and of this window when `of_window`), each under
+        its key's claim: the intents of a sink that is still alive (it holds their keys) are
+        never touched. The keys still unknown (lookup failed, or not yet trustworthy) go to
+        `self.unknown` with the time their lookup becomes trustworthy and their intents: they
+        must not be created before a trustworthy lookup. The claims of `keys` and of the
+        unknown keys are kept (the plan is made under them); the others are released once
+        resolved."""
+        if self.pending_possible is None:
+            self.pending_possible = await self.db(self.store.has_pending_intents)
+        if not self.pending_possible:
+            return  # the usual case: skip the per-key queries
 
         def read() -> list[PendingIntent]:
-            pending = self.store.pending_intents(keys)
+            pending = self.store.pending_intents(keys) if keys else []
+            if not of_window:
+                return pending
             seen = {i.id for i in pending}
             return pending + [
                 i for i in self.store.pending_intents(window=self.window) if i.id not in seen
@@ -527,13 +568,8 @@ class _Run:
 
         pending = await self.db(read)
         if not pending:
-            return {}
-        claim = await self.db(
-            self.store.claim_keys,
-            sorted({i.business_key for i in pending}),
-            self.run_id,
-            stale=self.gone,
-        )
+            return
+        claim = await self.claim_keys(sorted({i.business_key for i in pending}))
         self.held.update(claim.claimed)
         # Read under the claims: what is pending now (the holder may have resolved some).
         by_key = {k: claim.intents[k] for k in claim.claimed if k in claim.intents}
@@ -547,12 +583,11 @@ class _Run:
             for key, intents in by_key.items()
         }
         now = self.clock()
-        unknown = {
-            k: _Unknown(at, by_key[k])
-            for k, at in trusted_at.items()
-            if at - now > self.max_lag_wait
-        }
-        order = sorted(k for k in by_key if k not in unknown)
+        unknown = self.unknown
+        later = {k for k, at in trusted_at.items() if at - now > self.max_lag_wait}
+        for k in later:
+            unknown[k] = _Unknown(trusted_at[k], by_key[k])
+        order = sorted(k for k in by_key if k not in later)
         if order:
             wait = max(trusted_at[k] for k in order) - now
             if wait > 0:
@@ -571,6 +606,7 @@ class _Run:
                     candidates[key] = str(result["id"])
                 else:
                     resolved[key] = None
+                    unknown.pop(key, None)
             kept, undecided = await self._held_elsewhere(candidates)
             for key in undecided:
                 unknown[key] = _Unknown(self.clock(), by_key[key])
@@ -578,6 +614,7 @@ class _Run:
                 if key in undecided:
                     continue
                 resolved[key] = contact_id
+                unknown.pop(key, None)
                 if key in kept:
                     self.report.duplicates.append(DuplicateContacts(key, kept[key], (contact_id,)))
                 else:
@@ -598,7 +635,6 @@ class _Run:
             self.held.difference_update(release)
             self.report.resolved_intents += len(resolved)
         self.report.unresolved_intents = len(unknown)
-        return unknown
 
     async def _held_elsewhere(self, found: dict[str, str]) -> tuple[dict[str, str], set[str]]:
         """Of `found` (key -> contact a lookup returned), the keys whose state holds another
@@ -633,27 +669,59 @@ class _Run:
 
     # ------------------------------------------------------------ phase 2: plan
 
-    async def plan(self, items: list[_Item], unknown: dict[str, _Unknown]) -> list[_Item]:
-        """Decide each change's operation against state as it is now. Returns the work; stale
-        and already-applied changes are accounted (and recorded) here. Keys not claimed yet
-        are checked again once claimed (`claim`)."""
-        snapshot = await self.db(self.store.snapshot, [i.key for i in items])
+    async def plan(self, items: list[_Item], snapshot: pd.DataFrame | None = None) -> list[_Item]:
+        """Decide each change's operation against state as it is now (`snapshot` of their
+        keys when it has just been read). Returns the work; stale and already-applied changes
+        are accounted (and recorded) here. Keys not claimed yet are checked again once claimed
+        (`claim`)."""
+        rows: pd.DataFrame = (
+            snapshot
+            if snapshot is not None
+            else await self.db(self.store.snapshot, [i.key for i in items])
+        )
         state = {
             row.business_key: row
-            for row in snapshot.itertuples(index=False)  # columns: SNAPSHOT_COLUMNS
+            for row in rows.itertuples(index=False)  # columns: SNAPSHOT_COLUMNS
         }
         out = _Outcome()
         work: list[_Item] = []
         for item in items:
             if self._decide(out, item, state.get(item.key)):
-                if item.op == "create" and item.key in unknown:
+                unknown = self.unknown.get(item.key)
+                if item.op == "create" and unknown is not None:
                     # A pending intent we could not resolve: the contact may exist already.
                     item.verify_first = True
-                    item.lookup_after = unknown[item.key].lookup_after
-                    item.foreign = unknown[item.key].intents
+                    item.lookup_after = unknown.lookup_after
+                    item.foreign = unknown.intents
                 work.append(item)
         await self._commit(out)
         return work
+
+    async def plan_slices(
+        self, frame: pd.DataFrame, order: Sequence[int], sizes: Iterator[int]
+    ) -> AsyncGenerator[list[_Item], None]:
+        """The work of `frame`'s rows at `order` (positions), slice by slice (`sizes`): each
+        slice's pending intents resolved, then planned, before it is yielded. At least one
+        slice, so the window's own pending intents are resolved even when nothing changed."""
+        start = 0
+        while True:
+            stop = start + next(sizes)
+            items = await self.db(_items, frame, order[start:stop])
+            keys = [i.key for i in items]
+            snapshot: pd.DataFrame | None = None
+            if self.pending_possible is None:
+                # The first slice's state is read while the store is asked whether any intent
+                # is pending (it is usually not: then that read is the plan's).
+                self.pending_possible, snapshot = await asyncio.gather(
+                    self.db(self.store.has_pending_intents), self.db(self.store.snapshot, keys)
+                )
+            if self.pending_possible:
+                await self.resolve_pending_intents(keys, of_window=start == 0)
+                snapshot = None  # resolutions write state: read it again
+            yield await self.plan(items, snapshot)
+            start = stop
+            if start >= len(order):
+                return
 
     def _decide(self, out: _Outcome, item: _Item, st: Any) -> bool:
         """Plan `item` against state row `st` (a snapshot row, `StateRow`, or None): True when
@@ -696,9 +764,7 @@ class _Run:
         new = [i for i in items if i.key not in self.held]
         if not new:
             return items
-        claim = await self.db(
-            self.store.claim_keys, [i.key for i in new], self.run_id, stale=self.gone
-        )
+        claim = await self.claim_keys([i.key for i in new])
         self.held.update(claim.claimed)
         fresh = {i.key for i in new}
         ready = [i for i in items if i.key not in fresh]
@@ -827,7 +893,7 @@ class _Run:
             return
         to_create = await self.verify(ready)
         for start in range(0, len(to_create), self.batch_size):
-            await self.create_batch(to_create[start : start + self.batch_size])
+            await self._batch(to_create[start : start + self.batch_size], self._create)
 
     async def verify(self, items: list[_Item]) -> list[_Item]:
         """Look up creates of unknown outcome and updates whose contact is gone. A create
@@ -882,25 +948,26 @@ class _Run:
         return to_create
 
     async def _batch(
-        self, items: list[_Item], send: Callable[[_Outcome, list[_Item]], Awaitable[None]]
+        self,
+        items: list[_Item],
+        send: Callable[[_Outcome, list[_Item]], Awaitable[None]],
+        *,
+        slot_taken: bool = False,
     ) -> None:
         """One batch in progress (at most `BATCHES_PER_SLOT` x `max_in_flight` at once): its keys
-        claimed as it starts, `send` for the claimed items, then the outcome committed."""
-        async with self.ahead:
+        claimed as it starts, `send` for the claimed items, then the outcome committed. Its
+        place among the batches in progress (`ahead`) is released at the end; `slot_taken`:
+        the caller has taken it already."""
+        if not slot_taken:
+            await self.ahead.acquire()
+        try:
             out = _Outcome()
             claimed = await self.claim(out, items)
             if claimed:
                 await send(out, claimed)
             await self._commit(out)
-
-    async def create_batch(self, items: list[_Item]) -> None:
-        await self._batch(items, self._create)
-
-    async def update_batch(self, items: list[_Item]) -> None:
-        await self._batch(items, self._update)
-
-    async def delete_batch(self, items: list[_Item]) -> None:
-        await self._batch(items, self._delete)
+        finally:
+            self.ahead.release()
 
     async def _create(self, out: _Outcome, items: list[_Item]) -> None:
         """Create `items`, their intents written before the request."""
@@ -1044,38 +1111,70 @@ class _Run:
     def _requeue(self, items: list[_Item]) -> None:
         self.next_round.extend(items)
 
-    async def run_rounds(self, work: list[_Item]) -> None:
-        queue = work
+    def _batches(self, queue: list[_Item]) -> Iterator[tuple[Op | None, list[_Item]]]:
+        """`queue` cut into batches: the ones to look up first (op None), then creates,
+        updates and deletes."""
+        verify = [i for i in queue if i.verify_first]
+        for start in range(0, len(verify), self.batch_size):
+            yield None, verify[start : start + self.batch_size]
+        for op in ("create", "update", "delete"):
+            group = [i for i in queue if i.op == op and not i.verify_first]
+            for start in range(0, len(group), self.batch_size):
+                yield op, group[start : start + self.batch_size]
+
+    def _start(
+        self, tg: asyncio.TaskGroup, op: Op | None, items: list[_Item], *, slot_taken: bool
+    ) -> None:
+        if op is None:
+            tg.create_task(self.verify_then_create(items))
+        else:
+            send = {"create": self._create, "update": self._update, "delete": self._delete}[op]
+            tg.create_task(self._batch(items, send, slot_taken=slot_taken))
+
+    async def _round(self, feed: Callable[[asyncio.TaskGroup], Awaitable[None]]) -> None:
+        """One round: the batches `feed` starts, until all are done; what they put back is
+        `self.next_round`."""
+        self.next_round = []
+        try:
+            async with asyncio.TaskGroup() as tg:
+                await feed(tg)
+        except BaseExceptionGroup as group:
+            # Callers catch what they mean (a Genesys refusal, a store error), not a group.
+            raise _first_error(group) from group
+
+    async def run_rounds(self, slices: AsyncGenerator[list[_Item], None]) -> None:
+        """The first round sends each slice's work as soon as it is planned, while the next
+        slices are planned: a batch starts once it has a place among the batches in progress,
+        so planning stays just ahead of sending. Later rounds send what earlier ones put back,
+        after a growing delay, until nothing is left or items have had `max_rounds` attempts."""
+
+        async def first(tg: asyncio.TaskGroup) -> None:
+            async with aclosing(slices):
+                async for work in slices:
+                    for op, batch in self._batches(work):
+                        if op is not None:
+                            await self.ahead.acquire()  # released by the batch
+                        self._start(tg, op, batch, slot_taken=op is not None)
+
+        self.report.rounds += 1
+        await self._round(first)
+        queue = self.next_round
         while queue:
             self.report.rounds += 1
-            self.next_round = []
             for item in [i for i in queue if i.attempts >= self.max_rounds]:
                 self._fail(item, item.last_error or "unknown")
             queue = [i for i in queue if i.attempts < self.max_rounds]
             if not queue:
                 break
-            if self.report.rounds > 1 and self.round_delay > 0:
+            if self.round_delay > 0:
                 delay = min(MAX_ROUND_DELAY, self.round_delay * 2 ** (self.report.rounds - 2))
                 await self.sleep(delay)
-            batches: list[Coroutine[Any, Any, None]] = []
-            verify = [i for i in queue if i.verify_first]
-            for start in range(0, len(verify), self.batch_size):
-                batches.append(self.verify_then_create(verify[start : start + self.batch_size]))
-            for op, run in (
-                ("create", self.create_batch),
-                ("update", self.update_batch),
-                ("delete", self.delete_batch),
-            ):
-                group = [i for i in queue if i.op == op and not i.verify_first]
-                for start in range(0, len(group), self.batch_size):
-                    batches.append(run(group[start : start + self.batch_size]))
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    for batch in batches:
-                        tg.create_task(batch)
-            except BaseExceptionGroup as group:
-                # Callers catch what they mean (a Genesys refusal, a store error), not a group.
-                raise _first_error(group) from group
+
+            async def again(tg: asyncio.TaskGroup, queue: list[_Item] = queue) -> None:
+                for op, batch in self._batches(queue):
+                    self._start(tg, op, batch, slot_taken=False)
+
+            await self._round(again)
             queue = self.next_round
         for item in self.deferred:
             self._fail(item, "lookup_lag")
@@ -1104,6 +1203,7 @@ async def apply_changes(
     lane: Lane = WINDOW,
     state_threads: int | None = None,
     claim_ttl: float = CLAIM_TTL,
+    slice_changes: int | None = None,
 ) -> SyncReport:
     """Apply `changeset` (a `contacts.diff.ChangeSet` or its `changes` frame) to Genesys through
     `api` and record every effect in `store` (see the module docstring for the guarantees).
@@ -1124,6 +1224,10 @@ async def apply_changes(
     first); a claim held by a sink silent for `claim_ttl` seconds is taken over. State reads
     and writes run in `state_threads` worker threads (None: `store.concurrency`; 0: on the
     event loop, for virtual-time tests).
+    The window is planned (its state read, its pending intents resolved) in slices while earlier
+    batches are sent: `slice_changes` changes per slice; None: a first slice just large enough
+    for the batches in progress (`BATCHES_PER_SLOT * max_in_flight * batch_size`), so that the
+    first request leaves early, then slices of `SLICE_CHANGES` (at least the first's size).
     Raises what no retry can cure (`AuthError`, `ConfigurationError`, `PermanentError` such as
     `RequestRejectedError`, with the platform's reason), store errors, and bugs.
     """
@@ -1133,9 +1237,15 @@ async def apply_changes(
         state_threads = store.concurrency
     if state_threads < 0 or claim_ttl <= 0:
         raise ValueError("state_threads must be >= 0 and claim_ttl > 0")
+    if slice_changes is not None and slice_changes < 1:
+        raise ValueError("slice_changes must be >= 1")
     lag = api.lookup_lag_seconds if lookup_lag is None else lookup_lag
     if lag < 0 or max_lag_wait < 0:
         raise ValueError("lookup_lag and max_lag_wait must be >= 0")
+    first_slice = slice_changes or BATCHES_PER_SLOT * max_in_flight * batch_size
+    sizes = itertools.chain(
+        [first_slice], itertools.repeat(slice_changes or max(SLICE_CHANGES, first_slice))
+    )
     started = time.monotonic()
     frame = changeset if isinstance(changeset, pd.DataFrame) else changeset.changes
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
@@ -1172,11 +1282,9 @@ async def apply_changes(
     )
     try:
         async with run.running():
-            items, duplicates = await run.db(_items, frame)
+            order, duplicates = await run.db(_newest, frame)
             run.report.stale_skipped += duplicates
-            unknown = await run.resolve_pending_intents([i.key for i in items])
-            work = await run.plan(items, unknown)
-            await run.run_rounds(work)
+            await run.run_rounds(run.plan_slices(frame, order, sizes))
     finally:
         executor.shutdown(wait=True)
     run.report.duration_s = time.monotonic() - started
@@ -1220,27 +1328,46 @@ def client_metrics(api: object) -> dict[str, float | int]:
     }
 
 
-def _items(frame: pd.DataFrame) -> tuple[list[_Item], int]:
-    """Work items from the changes frame; of several changes of one key only the newest is kept
-    (the others count as stale)."""
-    best: dict[str, _Item] = {}
-    n = len(frame)
-    # Plain column lists: several times faster than itertuples for windows of 100k rows.
-    payloads = frame["payload"].tolist() if "payload" in frame.columns else [""] * n
+def _newest(frame: pd.DataFrame) -> tuple[list[int], int]:
+    """The positions of the changes to apply, in the order their keys first appear: of several
+    changes of one key only the newest (the last of equal versions) is kept; and how many
+    were dropped (they count as stale). Raises on an unknown operation, before anything is
+    sent."""
+    best: dict[str, tuple[int, int]] = {}
     columns = zip(
         frame["business_key"].tolist(),
         frame["op"].tolist(),
-        frame["crm_id"].tolist(),
         frame["crm_version"].tolist(),
-        frame["content_hash"].tolist(),
-        payloads,
-        frame["contact_id"].tolist(),
         strict=True,
     )
-    for key, op, crm_id, version, digest, payload, contact_id in columns:
-        if op not in ("create", "update", "delete"):
+    for position, (key, op, version) in enumerate(columns):
+        if op not in _OPS:
             raise ValueError(f"unknown op {op!r} for key {key!r}")
-        item = _Item(
+        name, newer = str(key), int(version)
+        seen = best.get(name)
+        if seen is None or newer >= seen[0]:
+            best[name] = (newer, position)
+    return [position for _, position in best.values()], len(frame) - len(best)
+
+
+def _items(frame: pd.DataFrame, positions: Sequence[int]) -> list[_Item]:
+    """Work items from the rows of the changes frame at `positions`."""
+    rows = frame.iloc[list(positions)]
+    n = len(rows)
+    # Plain column lists: several times faster than itertuples.
+    payloads = rows["payload"].tolist() if "payload" in rows.columns else [""] * n
+    columns = zip(
+        rows["business_key"].tolist(),
+        rows["op"].tolist(),
+        rows["crm_id"].tolist(),
+        rows["crm_version"].tolist(),
+        rows["content_hash"].tolist(),
+        payloads,
+        rows["contact_id"].tolist(),
+        strict=True,
+    )
+    return [
+        _Item(
             key=str(key),
             origin=op,
             op=op,
@@ -1250,10 +1377,8 @@ def _items(frame: pd.DataFrame) -> tuple[list[_Item], int]:
             payload="" if _missing(payload) else str(payload),
             contact_id=None if _missing(contact_id) else str(contact_id),
         )
-        seen = best.get(item.key)
-        if seen is None or item.crm_version >= seen.crm_version:
-            best[item.key] = item
-    return list(best.values()), n - len(best)
+        for key, op, crm_id, version, digest, payload, contact_id in columns
+    ]
 
 
 def _missing(value: object) -> bool:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -325,3 +326,28 @@ def test_create_all_from_several_processes_at_once(db_url: str) -> None:
     assert not errors, errors[0]
     with SyncStateStore(db_url) as s:
         assert s.counts()["contacts_live"] == 1
+
+
+def test_claiming_free_keys_is_one_transaction_that_reads_their_state_and_intents(
+    store: SyncStateStore,
+) -> None:
+    # Each transaction costs a few round trips on a distant store: a batch's claim is one.
+    store.record_created([StateWrite("A", "c-a", "hash-a", 3)], window="w")
+    store.add_intents([IntentWrite("B", 1, "hash-b")], run_id="crashed", window="w")
+    begins: list[object] = []
+
+    def began(conn: object) -> None:
+        begins.append(conn)
+
+    sa.event.listen(store.engine, "begin", began)
+    claim = store.claim_keys(["C", "A", "B"], "me", stale=lambda holder, presence: False)
+    sa.event.remove(store.engine, "begin", began)
+    assert len(begins) == 1
+    assert claim.claimed == ["A", "B", "C"] and claim.held == {}
+    assert {k: (r.contact_id, r.crm_version) for k, r in claim.state.items()} == {"A": ("c-a", 3)}
+    assert [(k, [i.content_hash for i in v]) for k, v in claim.intents.items()] == [
+        ("B", ["hash-b"])
+    ]
+    # A key another live sink holds: not claimed, reported held, nothing read for it.
+    other = store.claim_keys(["A", "D"], "other", stale=lambda holder, presence: False)
+    assert other.claimed == ["D"] and other.held == {"A": "me"} and set(other.state) == set()

@@ -5,6 +5,7 @@ every change is accounted for in the run that had it."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,49 @@ def test_waiting_for_a_live_sinks_claim_is_not_a_failed_attempt(tmp_path: Path) 
     assert store.asked == 3
     assert (report.created, report.failed) == (1, 0)
     assert len(_held(api)["K1"]) == 1
+
+
+class _SlowAnnounce(SyncStateStore):
+    """A store whose first `announce_sink` takes a while (or fails), recording when each
+    announcement and each claim happened."""
+
+    def __init__(self, url: str, *, fail: bool = False) -> None:
+        super().__init__(url)
+        self.fail = fail
+        self.events: list[str] = []
+
+    def announce_sink(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.events:
+            time.sleep(0.3)
+            if self.fail:
+                self.events.append("announce failed")
+                raise RuntimeError("state unreachable")
+        result = super().announce_sink(*args, **kwargs)
+        self.events.append("announced")
+        return result
+
+    def claim_keys(self, *args: Any, **kwargs: Any) -> Any:
+        self.events.append("claim")
+        return super().claim_keys(*args, **kwargs)
+
+
+def test_no_key_is_claimed_before_the_sink_has_announced_itself(tmp_path: Path) -> None:
+    # The first announcement runs beside the first reads; another sink judges a claim by its
+    # holder's announcement, so no claim may come before it.
+    store = _SlowAnnounce(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    store.create_all()
+    api = FakeContactsApi()
+    cs = changeset([change(f"K{i}", "create", 1) for i in range(6)])
+    report = asyncio.run(_run(cs, api, store, "w1", batch_size=2))
+    assert report.created == 6
+    assert store.events[0] == "announced" and "claim" in store.events
+
+
+def test_a_sink_that_cannot_announce_itself_sends_nothing(tmp_path: Path) -> None:
+    store = _SlowAnnounce(f"sqlite:///{tmp_path / 'state.sqlite'}", fail=True)
+    store.create_all()
+    api = FakeContactsApi()
+    with pytest.raises(RuntimeError, match="state unreachable"):
+        asyncio.run(_run(changeset([change("A", "create", 1)]), api, store, "w1"))
+    assert api.requests == [] and store.events == ["announce failed"]
+    assert store.key_claims() == {}
