@@ -378,6 +378,21 @@ def _invalid_reason(body: str, region: str) -> str:
     return REASON_INVALID
 
 
+def _fast_invalid_reason(d: str, plus: bool, region: str) -> str:
+    """`_invalid_reason` for a number the fast chain rejected, from its ASCII digits `d` (after
+    the `+` when `plus`): the foreign exit code is tried on the fast path, phonenumbers only
+    when that is not certain."""
+    if plus:
+        return REASON_INVALID
+    for code in _FOREIGN_EXITS:
+        if d.startswith(code):
+            rest = d[len(code) :]
+            status = _fast_international(rest)[0]
+            if status == _VALID or (status == _UNKNOWN and _pn_valid("+" + rest, region)):
+                return REASON_FOREIGN_EXIT
+    return REASON_INVALID
+
+
 # -- the public, vectorised entry point ---------------------------------------------------------
 
 
@@ -451,7 +466,7 @@ def _resolve_unique(
         if status == _VALID:
             e164[i], out_region[i], ext[i] = number, code, x
         elif status == _INVALID:
-            reason[i] = _invalid_reason(t, regions[i])
+            reason[i] = _fast_invalid_reason(u, plus, regions[i])
         else:
             slow.append((i, t))
             ext[i] = x
