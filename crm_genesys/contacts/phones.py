@@ -19,8 +19,9 @@ Speed: the work is done once per distinct (raw value, region). Simple ASCII inpu
 and `+-.()/[]`) go through a vectorised re-implementation of `phonenumbers.parse` +
 `is_valid_number` built from phonenumbers' own metadata (same regular expressions, same
 national-prefix and country-code rules); anything it is not certain about (letters, non-ASCII
-digits, unknown or non-geographic country codes) falls back to phonenumbers itself. The
-test-suite checks that both paths agree.
+digits, unknown or non-geographic country codes) falls back to phonenumbers itself, and so
+does the reason a rejected number is dropped for (a foreign exit code is tried on the same
+path). The test-suite checks that both paths agree, on numbers and on reasons.
 """
 
 from __future__ import annotations
