@@ -19,8 +19,9 @@ Speed: the work is done once per distinct (raw value, region). Simple ASCII inpu
 and `+-.()/[]`) go through a vectorised re-implementation of `phonenumbers.parse` +
 `is_valid_number` built from phonenumbers' own metadata (same regular expressions, same
 national-prefix and country-code rules); anything it is not certain about (letters, non-ASCII
-digits, unknown or non-geographic country codes) falls back to phonenumbers itself. The
-test-suite checks that both paths agree.
+digits, unknown or non-geographic country codes) falls back to phonenumbers itself, and so
+does the reason a rejected number is dropped for (a foreign exit code is tried on the same
+path). The test-suite checks that both paths agree, on numbers and on reasons.
 """
 
 from __future__ import annotations
@@ -378,6 +379,21 @@ def _invalid_reason(body: str, region: str) -> str:
     return REASON_INVALID
 
 
+def _fast_invalid_reason(d: str, plus: bool, region: str) -> str:
+    """`_invalid_reason` for a number the fast chain rejected, from its ASCII digits `d` (after
+    the `+` when `plus`): the foreign exit code is tried on the fast path, phonenumbers only
+    when that is not certain."""
+    if plus:
+        return REASON_INVALID
+    for code in _FOREIGN_EXITS:
+        if d.startswith(code):
+            rest = d[len(code) :]
+            status = _fast_international(rest)[0]
+            if status == _VALID or (status == _UNKNOWN and _pn_valid("+" + rest, region)):
+                return REASON_FOREIGN_EXIT
+    return REASON_INVALID
+
+
 # -- the public, vectorised entry point ---------------------------------------------------------
 
 
@@ -451,7 +467,7 @@ def _resolve_unique(
         if status == _VALID:
             e164[i], out_region[i], ext[i] = number, code, x
         elif status == _INVALID:
-            reason[i] = _invalid_reason(t, regions[i])
+            reason[i] = _fast_invalid_reason(u, plus, regions[i])
         else:
             slow.append((i, t))
             ext[i] = x

@@ -7,11 +7,12 @@ import random
 import pandas as pd
 import phonenumbers
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from crm_genesys.contacts.phones import (
     REASON_FOREIGN_EXIT,
+    _invalid_reason,
     _resolve_unique,
     normalize_phone,
     normalize_phones,
@@ -204,6 +205,43 @@ def test_an_exit_code_is_read_by_the_records_own_dialling_plan(
 def test_a_foreign_exit_code_is_dropped_with_its_own_reason(raw: str, country: str) -> None:
     res = normalize_phone(raw, country, country)
     assert res.e164 is None and res.reason == REASON_FOREIGN_EXIT
+
+
+# Non-geographic numbers (+800 freephone, +882 networks, ...): the fast path leaves them to
+# phonenumbers, so a foreign exit code before one is named through phonenumbers.
+_NON_GEO = [
+    ex
+    for cc in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)
+    if (ex := phonenumbers.example_number_for_non_geo_entity(cc)) is not None
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    number=st.sampled_from(_EXAMPLES + _NON_GEO),
+    exit_code=st.sampled_from(["", "+", "00", "011", "0011", "010"]),
+    trim=st.integers(min_value=0, max_value=2),
+    region=st.sampled_from(sorted(phonenumbers.SUPPORTED_REGIONS)),
+    default=st.sampled_from(["US", "CA", "GB", "DE", "ES", "AU", "JP"]),
+    spaced=st.booleans(),
+)
+@example(phonenumbers.parse("+80012345678"), "011", 0, "GB", "GB", False)
+@example(phonenumbers.parse("+34810127744"), "00", 0, "US", "US", True)
+def test_a_rejected_numbers_reason_is_the_one_phonenumbers_gives(
+    number: phonenumbers.PhoneNumber,
+    exit_code: str,
+    trim: int,
+    region: str,
+    default: str,
+    spaced: bool,
+) -> None:
+    nsn = phonenumbers.national_significant_number(number)
+    sep = " " if spaced else ""
+    text = f"{exit_code}{sep}{number.country_code}{sep}{nsn[: len(nsn) - trim]}"
+    (e164,), _, _, (reason,) = _resolve_unique([text], [region], default)
+    if slow_chain(text, region, default) is None:
+        assert e164 is None
+        assert reason == _invalid_reason(text, region), (text, region, default)
 
 
 @settings(max_examples=200, deadline=None)
