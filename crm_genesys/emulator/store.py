@@ -178,6 +178,16 @@ class Store:
         with self._lock:
             self._conn.close()
 
+    def trace(self, callback: Callable[[str], object] | None) -> None:
+        """Call `callback` with every SQL statement the store runs, its parameters written in
+        (None: stop)."""
+        with self._lock:
+            self._conn.set_trace_callback(callback)
+
+    def pragma(self, name: str) -> Any:
+        """The value of the connection's `PRAGMA name`."""
+        return self._read(f"PRAGMA {name}")[0][0]
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Cursor]:
         """One write transaction, taken immediately so concurrent writers queue on the busy
