@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, NamedTuple
 
 import phonenumbers
@@ -216,6 +216,13 @@ class ContactValidator:
         self._schema_version = schema_version
         # Store phone `display` in the international format (the realism profile says).
         self.reformat_phone_display = False
+
+    def for_one_request(self) -> ContactValidator:
+        """This validator asking the store about each source and schema version at most once:
+        for the entities of one request, whatever their number."""
+        memo = ContactValidator(cache(self._source_exists), cache(self._schema_version))
+        memo.reformat_phone_display = self.reformat_phone_display
+        return memo
 
     def validate(self, body: Any) -> dict[str, Any]:
         """The stored form of `body` (without id and dates), or `EntityError` (400)."""
