@@ -371,18 +371,13 @@ def _invalid_reason(body: str, region: str) -> str:
     """Why `body`, which no interpretation made valid, is dropped (a rejected number only)."""
     if not _ANY_DIGIT.search(body):
         return REASON_NOT_A_NUMBER
-    if not body.lstrip(" \t-.()/[]").startswith(("+", "\uff0b")):
-        digits = phonenumbers.normalize_digits_only(body)
-        for code in _FOREIGN_EXITS:
-            if digits.startswith(code) and _pn_valid("+" + digits[len(code) :], region):
-                return REASON_FOREIGN_EXIT
-    return REASON_INVALID
+    plus = body.lstrip(" \t-.()/[]").startswith(("+", "\uff0b"))
+    return _fast_invalid_reason(phonenumbers.normalize_digits_only(body), plus, region)
 
 
 def _fast_invalid_reason(d: str, plus: bool, region: str) -> str:
-    """`_invalid_reason` for a number the fast chain rejected, from its ASCII digits `d` (after
-    the `+` when `plus`): the foreign exit code is tried on the fast path, phonenumbers only
-    when that is not certain."""
+    """Why a rejected number with ASCII digits `d` (after the `+` when `plus`) is dropped: a
+    foreign exit code is tried on the fast path, phonenumbers only when that is not certain."""
     if plus:
         return REASON_INVALID
     for code in _FOREIGN_EXITS:
