@@ -385,7 +385,7 @@ def live_in_flight(instance: Any) -> int:
 
 def run_windows(keys: list[str]) -> list[dict[str, Any]]:
     """Run each window of `keys` (closed) in this process; its accounting and duration."""
-    from crm_genesys.defs.execution import instance, run_window
+    from crm_genesys.defs.execution import failure_message, instance, run_window
 
     out = []
     with instance() as dagster_instance:
@@ -401,6 +401,7 @@ def run_windows(keys: list[str]) -> list[dict[str, Any]]:
                     "seconds": round(seconds, 2),
                     "accounting_exact": identity,
                     **{k: v for k, v in counts.items() if k != "ok"},
+                    **({} if result.success else {"failure": failure_message(result)}),
                 }
             )
     return out
@@ -675,6 +676,7 @@ def print_table(out: dict[str, Any]) -> None:
         print(
             f"window {w['window']}: extracted {w['extracted']}, writes {w['writes']}, "
             f"unchanged {w['unchanged']}, exact {w['accounting_exact']}, {w['seconds']} s"
+            + (f", FAILED: {w['failure']}" if "failure" in w else "")
         )
     print(
         f"live runs: {out['live_runs']}; duplicates {out['duplicates']}; contacts not at "

@@ -136,6 +136,13 @@ SETTINGS: dict[str, Setting] = {
             "above this share of quarantined rows a window sends nothing (blocking check)",
         ),
         Setting(
+            "CRM_GENESYS_QUARANTINE_MIN_ROWS",
+            "50",
+            _int_at_least(1),
+            "the quarantine breaker stops only windows (and live ranges) of at least this many "
+            "rows; a smaller one over the share is a warning and sends its valid rows",
+        ),
+        Setting(
             "CRM_GENESYS_MAX_CLEAR_SHARE",
             "0.2",
             _share,

@@ -85,24 +85,42 @@ def e164_coverage(result: NormalizationResult, min_coverage: float = 0.8) -> Qua
     )
 
 
-def quarantine_rate(result: NormalizationResult, max_rate: float) -> QualityFact:
-    """Blocking (ERROR) when more than `max_rate` of the window's rows were quarantined: that
-    many bad rows usually means a broken mapping or extract, not bad customers."""
+def quarantine_blocks(quarantined: int, rows: int, max_rate: float, min_rows: int) -> bool:
+    """Whether a quarantine this large stops its window (or live range): more than `max_rate`
+    of its `rows`, and at least `min_rows` rows. A few rows are too few to tell a broken mapping
+    or extract from a few bad records (one bad row of three is a third): they are a warning."""
+    return rows >= min_rows and _ratio(quarantined, rows) > max_rate
+
+
+def quarantine_rate(result: NormalizationResult, max_rate: float, min_rows: int) -> QualityFact:
+    """Blocking (ERROR) when more than `max_rate` of the window's rows were quarantined, in a
+    window of at least `min_rows` rows: that many bad rows usually means a broken mapping or
+    extract, not bad customers. Over the share in a smaller window: a warning (WARN), and the
+    window's valid rows are sent."""
     r = result.report
     rate = _ratio(r.quarantined, r.rows_in) if r.rows_in else 0.0
     by_reason = dict(sorted(r.quarantine_reasons.items(), key=lambda kv: -kv[1]))
     top = next(iter(by_reason), None)
+    blocks = quarantine_blocks(r.quarantined, r.rows_in, max_rate, min_rows)
+    few = rate > max_rate and not blocks
     return QualityFact(
         name="quarantine_rate",
         passed=rate <= max_rate,
-        severity="ERROR",
+        severity="WARN" if few else "ERROR",
         description=(
             f"{r.quarantined} of {r.rows_in} rows quarantined ({rate:.2%}, limit {max_rate:.2%})"
             + (f"; most often {top}" if top else "")
+            + (
+                f"; too few rows to stop the window (fewer than {min_rows}): a warning, "
+                "its valid rows were sent"
+                if few
+                else ""
+            )
         ),
         metadata={
             "rate": rate,
             "max_rate": max_rate,
+            "min_rows": min_rows,
             "rows_in": r.rows_in,
             "quarantined": r.quarantined,
             "by_reason": by_reason,
@@ -234,6 +252,7 @@ def all_facts(
     extracted_columns: Iterable[Any] | None = None,
     *,
     max_quarantine_rate: float,
+    min_quarantine_rows: int,
     min_e164_coverage: float = 0.8,
 ) -> list[QualityFact]:
     """Every fact above for one window. Drift is judged on the CRM table's columns
@@ -243,7 +262,7 @@ def all_facts(
     read = list(extracted_columns) if extracted_columns is not None else cols
     return [
         e164_coverage(result, min_e164_coverage),
-        quarantine_rate(result, max_quarantine_rate),
+        quarantine_rate(result, max_quarantine_rate, min_quarantine_rows),
         schema_drift(cols, mapping),
         denied_columns_seen(read, mapping),
         identifier_collisions(result.contacts),
@@ -257,6 +276,7 @@ __all__ = [
     "denied_columns_seen",
     "e164_coverage",
     "identifier_collisions",
+    "quarantine_blocks",
     "quarantine_rate",
     "quarantine_samples",
     "schema_drift",

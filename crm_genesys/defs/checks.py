@@ -43,7 +43,9 @@ NORMALIZED_CHECK_SPECS = [
         blocking=True,
         description=(
             "Quarantined share of rows under CRM_GENESYS_MAX_QUARANTINE_RATE; above it nothing "
-            "is sent (blocking): a broken mapping or extract, fix it and re-run the window."
+            "is sent (blocking): a broken mapping or extract, fix it and re-run the window. A "
+            "window of fewer than CRM_GENESYS_QUARANTINE_MIN_ROWS rows over the share is a "
+            "warning: too few rows to tell."
         ),
     ),
     dg.AssetCheckSpec(
@@ -178,6 +180,7 @@ def normalized_check_results(
         crm_columns,
         extracted_columns,
         max_quarantine_rate=max_quarantine_rate(),
+        min_quarantine_rows=min_quarantine_rows(),
         min_e164_coverage=float(settings.get("CRM_GENESYS_MIN_E164_COVERAGE")),
     )
     for fact in facts:
@@ -187,6 +190,11 @@ def normalized_check_results(
 def max_quarantine_rate() -> float:
     """`CRM_GENESYS_MAX_QUARANTINE_RATE`: above this share of quarantined rows nothing is sent."""
     return float(settings.get("CRM_GENESYS_MAX_QUARANTINE_RATE"))
+
+
+def min_quarantine_rows() -> int:
+    """`CRM_GENESYS_QUARANTINE_MIN_ROWS`: the least rows on which the quarantine share stops."""
+    return int(settings.get("CRM_GENESYS_QUARANTINE_MIN_ROWS"))
 
 
 def sync_check_results(

@@ -26,6 +26,7 @@ import dagster as dg
 
 from crm_genesys import settings
 from crm_genesys.crm.notify import listener
+from crm_genesys.defs import checks
 from crm_genesys.defs.resources import CrmResource, GenesysResource, SyncStateResource
 from crm_genesys.defs.stopping import run_async
 from crm_genesys.sync.concurrency import LIVE
@@ -85,7 +86,8 @@ def genesys_live_sync(
                 store,
                 target,
                 run_id=context.run.run_id,
-                max_quarantine_rate=float(settings.get("CRM_GENESYS_MAX_QUARANTINE_RATE")),
+                max_quarantine_rate=checks.max_quarantine_rate(),
+                min_quarantine_rows=checks.min_quarantine_rows(),
                 max_clear_share=float(settings.get("CRM_GENESYS_MAX_CLEAR_SHARE")),
                 min_clear_contacts=int(settings.get("CRM_GENESYS_MASS_CLEAR_MIN_CONTACTS")),
             )

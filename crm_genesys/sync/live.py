@@ -34,6 +34,7 @@ from crm_genesys.contacts.diff import ChangeSet, diff
 from crm_genesys.contacts.keys import crm_versions
 from crm_genesys.contacts.mapping import Mapping
 from crm_genesys.contacts.normalize import NormalizationResult, normalize
+from crm_genesys.contacts.quality import quarantine_blocks
 from crm_genesys.contacts.text import clean_text
 from crm_genesys.crm.source import SqlCrmSource
 from crm_genesys.genesys.target import GenesysTarget
@@ -182,13 +183,14 @@ def hold_reason(
     mapping: Mapping,
     *,
     max_quarantine_rate: float,
+    min_quarantine_rows: int,
     max_clear_share: float,
     min_clear_contacts: int,
 ) -> str:
     """Why a range must send nothing ('' when it may): what would stop its window."""
     rows = normalized.report.rows_in
     quarantined = len(normalized.quarantine)
-    if rows and quarantined / rows > max_quarantine_rate:
+    if quarantine_blocks(quarantined, rows, max_quarantine_rate, min_quarantine_rows):
         return (
             f"{quarantined} of {rows} rows quarantined, above CRM_GENESYS_MAX_QUARANTINE_RATE; "
             "left to the window's blocking check"
@@ -215,6 +217,7 @@ async def sync_live(
     *,
     run_id: str,
     max_quarantine_rate: float,
+    min_quarantine_rows: int,
     max_clear_share: float,
     min_clear_contacts: int,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -233,6 +236,7 @@ async def sync_live(
         previous,
         mapping,
         max_quarantine_rate=max_quarantine_rate,
+        min_quarantine_rows=min_quarantine_rows,
         max_clear_share=max_clear_share,
         min_clear_contacts=min_clear_contacts,
     )

@@ -150,7 +150,7 @@ def test_any_rows_normalize_or_quarantine_never_raise(rows: list[dict], drop: se
     raw = pd.DataFrame(rows, columns=COLUMNS).astype(object).drop(columns=list(drop))
     res = _check(raw)
     assert res.quarantine["reason"].notna().all()
-    facts = all_facts(res, MAPPING, raw.columns, max_quarantine_rate=0.2)
+    facts = all_facts(res, MAPPING, raw.columns, max_quarantine_rate=0.2, min_quarantine_rows=50)
     # Plain JSON values only (tables are `Rows` of plain values).
     json.dumps([f.metadata for f in facts], default=_plain_rows)
 
