@@ -146,6 +146,11 @@ class SqlCrmSource:
     def engine(self) -> Engine:
         return self._engine
 
+    @property
+    def owns_engine(self) -> bool:
+        """Whether this source made its engine from its URL (so the URL alone opens it again)."""
+        return self._owns_engine
+
     def dispose(self) -> None:
         """Close pooled connections (only those of an engine this source created)."""
         if self._owns_engine:

@@ -237,3 +237,50 @@ def test_store_resumes_the_unfinished_full_sync_and_restart_abandons_it(tmp_path
     fresh = store.open_full_sync("run-3", restart=True)
     assert fresh.id != first.id and fresh.cursor is None
     assert store.full_sync(first.id).status == "abandoned"  # type: ignore[union-attr]
+
+
+def test_reading_in_a_child_process_gives_the_same_end_state(rig: Rig) -> None:
+    result = rig.run(read_in_process=True)
+
+    assert result.totals.accounted and result.totals["failed"] == 0
+    assert result.chunks_this_run > 2
+    rig.assert_exact()
+
+
+def test_the_reading_process_ends_when_the_run_is_killed(tmp_path: Path) -> None:
+    """A run's process SIGKILLed mid-sync leaves no reading process behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    generate_demo_crm(tmp_path / "crm.sqlite", rows=300, seed=4, now=NOW)
+    script = f"""
+import os, sys, time
+from crm_genesys import settings
+from crm_genesys.contacts.mapping import load_mapping
+from crm_genesys.crm.source import SqlCrmSource
+from crm_genesys.sync.full import CrmChunks, _Reader
+mapping = load_mapping(settings.DEMO_MAPPING)
+source = SqlCrmSource("sqlite:///{tmp_path / "crm.sqlite"}", "contacts", "modified_at")
+reader = _Reader(CrmChunks(source, mapping, 50), None, in_process=True)
+assert reader.in_child and reader.next() is not None
+print(*[p.pid for p in reader.pool._processes.values()], flush=True)
+time.sleep(600)
+"""
+    run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert run.stdout is not None
+    (child,) = [int(p) for p in run.stdout.readline().split()]
+    os.kill(child, 0)  # alive while the run is
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the reading process outlived the killed run")
