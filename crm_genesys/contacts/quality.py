@@ -9,7 +9,7 @@ share. A fact that is `informational` never fails: it describes the data, nobody
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -85,37 +85,61 @@ def e164_coverage(result: NormalizationResult, min_coverage: float = 0.8) -> Qua
     )
 
 
-def quarantine_blocks(quarantined: int, rows: int, max_rate: float, min_rows: int) -> bool:
-    """Whether a quarantine this large stops its window (or live range): more than `max_rate`
-    of its `rows`, and at least `min_rows` rows. A few rows are too few to tell a broken mapping
-    or extract from a few bad records (one bad row of three is a third): they are a warning."""
-    return rows >= min_rows and _ratio(quarantined, rows) > max_rate
+def quarantine_blocks(counted: int, rows: int, max_rate: float, min_rows: int) -> bool:
+    """Whether a quarantine stops its window (or live range): the rows the breaker counts
+    (`breaker_counted`) are more than `max_rate` of its `rows`, and it has at least `min_rows`
+    rows. A few rows are too few to tell a broken mapping or extract from a few bad records (one
+    bad row of three is a third): they are a warning."""
+    return rows >= min_rows and _ratio(counted, rows) > max_rate
 
 
-def quarantine_rate(result: NormalizationResult, max_rate: float, min_rows: int) -> QualityFact:
-    """Blocking (ERROR) when more than `max_rate` of the window's rows were quarantined, in a
-    window of at least `min_rows` rows: that many bad rows usually means a broken mapping or
-    extract, not bad customers. Over the share in a smaller window: a warning (WARN), and the
-    window's valid rows are sent."""
+def breaker_counted(quarantine: pd.DataFrame, synced: Collection[str] | None) -> int:
+    """The quarantined rows the breaker counts. On a sync that holds no contact yet (`synced`
+    None): all of them. Once it holds contacts: the rows without a business key, and the rows of
+    keys in `synced` (contacts it created, whose rows normalized before): what a broken mapping
+    or extract makes of the contacts it already syncs. A quarantined row of a key never synced is
+    a bad CRM record; the survivors of a window run late (its valid rows edited again since,
+    into later windows) are mostly such records, and they must not stop it."""
+    if synced is None or not len(quarantine):
+        return len(quarantine)
+    keys = quarantine["business_key"]
+    keyless = keys.isna() | (keys.astype(str).str.strip() == "")
+    return int(keyless.sum() + keys[~keyless].astype(str).isin(set(synced)).sum())
+
+
+def quarantine_rate(
+    result: NormalizationResult,
+    max_rate: float,
+    min_rows: int,
+    synced: Collection[str] | None = None,
+) -> QualityFact:
+    """Over `max_rate` of the window's rows quarantined: a failure. Blocking (ERROR) when the
+    rows the breaker counts (`breaker_counted`, with `synced` the quarantined keys the sync holds
+    contacts of, None on a sync with none yet) are over the share in a window of at least
+    `min_rows` rows: that usually means a broken mapping or extract, not bad customers. Otherwise
+    a warning (WARN), and the window's valid rows are sent."""
     r = result.report
     rate = _ratio(r.quarantined, r.rows_in) if r.rows_in else 0.0
     by_reason = dict(sorted(r.quarantine_reasons.items(), key=lambda kv: -kv[1]))
     top = next(iter(by_reason), None)
-    blocks = quarantine_blocks(r.quarantined, r.rows_in, max_rate, min_rows)
-    few = rate > max_rate and not blocks
+    counted = breaker_counted(result.quarantine, synced)
+    blocks = quarantine_blocks(counted, r.rows_in, max_rate, min_rows)
+    why = ""
+    if rate > max_rate and not blocks:
+        why = (
+            f"; too few rows to stop the window (fewer than {min_rows})"
+            if r.rows_in < min_rows
+            else f"; only {counted} of them are contacts synced before or rows without a key "
+            "(the others never synced: bad CRM records, not a broken mapping)"
+        ) + ": a warning, the valid rows were sent"
     return QualityFact(
         name="quarantine_rate",
         passed=rate <= max_rate,
-        severity="WARN" if few else "ERROR",
+        severity="ERROR" if blocks or rate <= max_rate else "WARN",
         description=(
             f"{r.quarantined} of {r.rows_in} rows quarantined ({rate:.2%}, limit {max_rate:.2%})"
             + (f"; most often {top}" if top else "")
-            + (
-                f"; too few rows to stop the window (fewer than {min_rows}): a warning, "
-                "its valid rows were sent"
-                if few
-                else ""
-            )
+            + why
         ),
         metadata={
             "rate": rate,
@@ -123,6 +147,7 @@ def quarantine_rate(result: NormalizationResult, max_rate: float, min_rows: int)
             "min_rows": min_rows,
             "rows_in": r.rows_in,
             "quarantined": r.quarantined,
+            "counted_by_breaker": counted,
             "by_reason": by_reason,
             "samples": quarantine_samples(result.quarantine),
         },
@@ -254,6 +279,7 @@ def all_facts(
     max_quarantine_rate: float,
     min_quarantine_rows: int,
     min_e164_coverage: float = 0.8,
+    synced: Collection[str] | None = None,
 ) -> list[QualityFact]:
     """Every fact above for one window. Drift is judged on the CRM table's columns
     (`crm_columns`); denied columns on what the extract read (`extracted_columns`, the CRM
@@ -262,7 +288,7 @@ def all_facts(
     read = list(extracted_columns) if extracted_columns is not None else cols
     return [
         e164_coverage(result, min_e164_coverage),
-        quarantine_rate(result, max_quarantine_rate, min_quarantine_rows),
+        quarantine_rate(result, max_quarantine_rate, min_quarantine_rows, synced),
         schema_drift(cols, mapping),
         denied_columns_seen(read, mapping),
         identifier_collisions(result.contacts),
@@ -273,6 +299,7 @@ __all__ = [
     "QualityFact",
     "Rows",
     "all_facts",
+    "breaker_counted",
     "denied_columns_seen",
     "e164_coverage",
     "identifier_collisions",

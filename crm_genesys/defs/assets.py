@@ -98,7 +98,10 @@ def crm_contacts(context: dg.AssetExecutionContext, crm: CrmResource, genesys: G
     ),
 )
 def normalized_contacts(
-    context: dg.AssetExecutionContext, crm_contacts: pd.DataFrame, crm: CrmResource
+    context: dg.AssetExecutionContext,
+    crm_contacts: pd.DataFrame,
+    crm: CrmResource,
+    state: SyncStateResource,
 ):
     mapping = crm.mapping()
     result = normalize(crm_contacts, mapping)
@@ -110,12 +113,16 @@ def normalized_contacts(
     # Drift is judged on the CRM table itself; denied columns on what the extract read.
     with crm.source(mapping) as source:
         crm_columns = source.columns()
+    # The quarantine breaker counts the quarantined contacts the sync already holds.
+    with state.store() as store:
+        synced = store.synced_among(result.quarantine["business_key"].dropna().astype(str))
     yield from checks.normalized_check_results(
         result,
         crm_columns,
         [str(c) for c in crm_contacts.columns],
         mapping,
         context.partition_key,
+        synced,
     )
 
 

@@ -8,7 +8,7 @@ description (first words) and as `window` metadata. Samples are tables, masked.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import dagster as dg
@@ -43,9 +43,10 @@ NORMALIZED_CHECK_SPECS = [
         blocking=True,
         description=(
             "Quarantined share of rows under CRM_GENESYS_MAX_QUARANTINE_RATE; above it nothing "
-            "is sent (blocking): a broken mapping or extract, fix it and re-run the window. A "
-            "window of fewer than CRM_GENESYS_QUARANTINE_MIN_ROWS rows over the share is a "
-            "warning: too few rows to tell."
+            "is sent (blocking): a broken mapping or extract, fix it and re-run the window. "
+            "Once contacts are synced it counts the quarantined rows of synced contacts and "
+            "rows without a key; a window of fewer than CRM_GENESYS_QUARANTINE_MIN_ROWS rows, "
+            "or over the share only by records that never synced, is a warning."
         ),
     ),
     dg.AssetCheckSpec(
@@ -171,9 +172,11 @@ def normalized_check_results(
     extracted_columns: list[str],
     mapping: Mapping,
     window: str,
+    synced: Collection[str] | None = None,
 ) -> Iterator[dg.AssetCheckResult]:
     """Check results of one window: drift from the CRM table's columns, denied columns from
-    what the extract read, the rest from the frame."""
+    what the extract read, the rest from the frame (`synced`: the quarantined keys the sync
+    holds contacts of, None when it holds none; see `quality.breaker_counted`)."""
     facts = quality.all_facts(
         result,
         mapping,
@@ -181,6 +184,7 @@ def normalized_check_results(
         extracted_columns,
         max_quarantine_rate=max_quarantine_rate(),
         min_quarantine_rows=min_quarantine_rows(),
+        synced=synced,
         min_e164_coverage=float(settings.get("CRM_GENESYS_MIN_E164_COVERAGE")),
     )
     for fact in facts:

@@ -753,6 +753,22 @@ class SyncStateStore:
         )
         return frame.sort_values(["letters", "op"], ascending=[False, True], ignore_index=True)
 
+    def synced_among(self, keys: Iterable[str]) -> set[str] | None:
+        """Of `keys`, those the state holds a Genesys contact of (the sync created it and has
+        not deleted it); None when the state holds no contact at all (a sync that has not
+        written yet)."""
+        wanted = [k for k in dict.fromkeys(str(k) for k in keys) if k]
+        held = self.snapshot(wanted) if wanted else None
+        if held is not None and len(held):
+            return set(held.loc[held["contact_id"].notna(), "business_key"].astype(str))
+        with self.engine.connect() as conn:
+            some = conn.execute(
+                sa.select(contact_state.c.business_key)
+                .where(contact_state.c.contact_id.is_not(None))
+                .limit(1)
+            ).first()
+        return set() if some is not None else None
+
     def counts(self) -> dict[str, int]:
         """Row counts for reports: live and deleted contacts, pending intents, dead letters."""
         live = sa.func.sum(sa.case((contact_state.c.deleted.is_(False), 1), else_=0))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -34,7 +34,7 @@ from crm_genesys.contacts.diff import ChangeSet, diff
 from crm_genesys.contacts.keys import crm_versions
 from crm_genesys.contacts.mapping import Mapping
 from crm_genesys.contacts.normalize import NormalizationResult, normalize
-from crm_genesys.contacts.quality import quarantine_blocks
+from crm_genesys.contacts.quality import breaker_counted, quarantine_blocks
 from crm_genesys.contacts.text import clean_text
 from crm_genesys.crm.source import SqlCrmSource
 from crm_genesys.genesys.target import GenesysTarget
@@ -186,11 +186,14 @@ def hold_reason(
     min_quarantine_rows: int,
     max_clear_share: float,
     min_clear_contacts: int,
+    synced: Collection[str] | None = None,
 ) -> str:
-    """Why a range must send nothing ('' when it may): what would stop its window."""
+    """Why a range must send nothing ('' when it may): what would stop its window (`synced`:
+    the quarantined keys the sync holds contacts of, None when it holds none)."""
     rows = normalized.report.rows_in
     quarantined = len(normalized.quarantine)
-    if quarantine_blocks(quarantined, rows, max_quarantine_rate, min_quarantine_rows):
+    counted = breaker_counted(normalized.quarantine, synced)
+    if quarantine_blocks(counted, rows, max_quarantine_rate, min_quarantine_rows):
         return (
             f"{quarantined} of {rows} rows quarantined, above CRM_GENESYS_MAX_QUARANTINE_RATE; "
             "left to the window's blocking check"
@@ -230,11 +233,14 @@ async def sync_live(
     changes = diff(contacts, store.snapshot(contacts["business_key"].tolist()))
     updates = changes.changes[changes.changes["op"] == "update"]
     previous = store.owned_fields(updates["business_key"].tolist()) if len(updates) else {}
+    keys = normalized.quarantine["business_key"].dropna().astype(str)
+    synced = store.synced_among(keys) if len(normalized.quarantine) else None
     held = hold_reason(
         normalized,
         changes,
         previous,
         mapping,
+        synced=synced,
         max_quarantine_rate=max_quarantine_rate,
         min_quarantine_rows=min_quarantine_rows,
         max_clear_share=max_clear_share,

@@ -1,9 +1,15 @@
-"""The quarantine breaker on a window (or live range) of a few rows: one bad row of three is a
-third of the window, not a broken mapping. Such a window sends its valid rows with a warning;
-the breaker stops only windows of at least CRM_GENESYS_QUARANTINE_MIN_ROWS rows.
+"""The quarantine breaker on the windows that fooled it.
 
-Found by the live benchmark: a window whose valid rows had all changed again later held only a
-few rows, mostly bad ones, and its run failed on the blocking check."""
+- A window (or live range) of a few rows: one bad row of three is a third of the window, not a
+  broken mapping. Such a window sends its valid rows with a warning; the breaker stops only
+  windows of at least CRM_GENESYS_QUARANTINE_MIN_ROWS rows.
+- A window run late: its valid rows were edited again since (into later windows), so what is
+  left is mostly bad records that never synced. Once the sync holds contacts, the breaker counts
+  what a broken mapping or extract makes: quarantined contacts it already syncs, and rows
+  without a key. On a sync that holds none yet, every quarantined row counts.
+
+Both found by the live benchmark: its windows, run after the live phase, failed on the blocking
+check."""
 
 from __future__ import annotations
 
@@ -14,12 +20,18 @@ import dagster as dg
 import pytest
 
 from crm_genesys.crm.demo import format_modified
-from crm_genesys_tests.defs.conftest import World
-from crm_genesys_tests.defs.test_live import live_run, materialization
+from crm_genesys_tests.defs.conftest import WINDOWS, World
+from crm_genesys_tests.defs.test_live import live_run, materialization, window_start
 
 # A window the demo CRM holds no row of (its rows lie in 10:00 and 11:00).
 QUIET = "2026-11-29-08:00"
 QUIET_AT = datetime.fromisoformat("2026-11-29T08:20:00+00:00")
+# A window after them, as a late run finds it.
+LATER = "2026-11-29-13:00"
+LATER_AT = datetime.fromisoformat("2026-11-29T13:20:00+00:00")
+CONTACT_POINTS = (
+    "work_phone", "mobile_phone", "home_phone", "fax", "email", "personal_email", "other_email"
+)  # fmt: skip
 
 
 def _few_rows_mostly_bad(world: World, when: datetime) -> str:
@@ -107,3 +119,90 @@ def test_quarantine_blocks_on_the_share_of_enough_rows(
     from crm_genesys.contacts.quality import quarantine_blocks
 
     assert quarantine_blocks(quarantined, rows, 0.2, min_rows) is blocks
+
+
+def _rows_to_later(
+    world: World,
+    window: str,
+    count: int,
+    bad: int,
+    *,
+    keyless: bool = False,
+    only: set[str] | None = None,
+) -> list[str]:
+    """Move `count` rows of single-row keys with an e-mail, modified in `window` (and of keys in
+    `only`, when given), to LATER_AT; the first `bad` of them lose every contact point (or,
+    `keyless`, their key). The keys of the bad rows."""
+    start = window_start(window)
+    with sqlite3.connect(world.crm_path) as conn:
+        rows = [
+            (row_id, str(key).strip())
+            for row_id, key in conn.execute(
+                "SELECT id, account_number FROM contacts WHERE is_deleted = 0 "
+                "AND email LIKE '%@%' AND modified_at >= ? AND modified_at < ? "
+                "AND account_number IN (SELECT account_number FROM contacts "
+                "GROUP BY account_number HAVING COUNT(*) = 1) ORDER BY id",
+                (format_modified(start), format_modified(start + timedelta(hours=1))),
+            )
+            if only is None or str(key).strip() in only
+        ][:count]
+        assert len(rows) == count
+        conn.executemany(
+            "UPDATE contacts SET modified_at = ? WHERE id = ?",
+            [(format_modified(LATER_AT), row_id) for row_id, _ in rows],
+        )
+        broken = (
+            "account_number = NULL" if keyless else ", ".join(f"{c} = NULL" for c in CONTACT_POINTS)
+        )
+        conn.executemany(
+            f"UPDATE contacts SET {broken} WHERE id = ?", [(row_id,) for row_id, _ in rows[:bad]]
+        )
+    return [key for _, key in rows[:bad]]
+
+
+def test_a_late_window_of_records_that_never_synced_sends_its_valid_rows(world: World) -> None:
+    # An established sync; a window whose 60 rows include 30 bad records never synced.
+    assert world.materialize(WINDOWS[0]).success
+    _rows_to_later(world, WINDOWS[1], 60, 30)
+    result = world.materialize(LATER, raise_on_error=False)
+
+    assert result.success, "bad records that never synced stopped the window"
+    check = _quarantine_check(result)
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["counted_by_breaker"].value == 0
+    assert "never synced" in (check.description or "")
+    summary = materialization(result, "genesys_sync")
+    assert summary["extracted"] == 60 and summary["quarantined"] >= 30
+    assert summary["created"] == 60 - summary["quarantined"]
+
+
+def test_the_same_window_on_a_sync_that_holds_nothing_yet_is_stopped(world: World) -> None:
+    _rows_to_later(world, WINDOWS[1], 60, 30)
+    result = world.materialize(LATER, raise_on_error=False)
+
+    assert not result.success, "a first load half quarantined was sent"
+    check = _quarantine_check(result)
+    assert check.severity == dg.AssetCheckSeverity.ERROR
+    assert _held_keys(world) == set()
+
+
+def test_contacts_synced_before_that_no_longer_normalize_stop_the_window(world: World) -> None:
+    assert world.materialize(WINDOWS[0]).success
+    synced = _held_keys(world)
+    broken = _rows_to_later(world, WINDOWS[0], 60, 30, only=synced)
+    assert set(broken) <= synced  # rows of contacts the sync holds
+    result = world.materialize(LATER, raise_on_error=False)
+
+    assert not result.success
+    check = _quarantine_check(result)
+    assert check.severity == dg.AssetCheckSeverity.ERROR
+    assert check.metadata["counted_by_breaker"].value == 30
+
+
+def test_rows_without_a_key_stop_an_established_sync(world: World) -> None:
+    assert world.materialize(WINDOWS[0]).success
+    _rows_to_later(world, WINDOWS[1], 60, 30, keyless=True)
+    result = world.materialize(LATER, raise_on_error=False)
+
+    assert not result.success
+    assert _quarantine_check(result).severity == dg.AssetCheckSeverity.ERROR
