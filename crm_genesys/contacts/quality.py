@@ -20,6 +20,8 @@ from crm_genesys.contacts.masking import mask_email, mask_key, mask_phone
 from crm_genesys.contacts.normalize import NormalizationResult
 
 Severity = Literal["ERROR", "WARN"]
+# Where a person confirms a window's quarantine (`quarantine_rate`).
+CONFIRM_QUARANTINED_KEY = "ops.normalized_contacts.config.confirm_quarantined"
 _SAMPLES = 5
 
 
@@ -112,20 +114,35 @@ def quarantine_rate(
     max_rate: float,
     min_rows: int,
     synced: Collection[str] | None = None,
+    confirmed: int = 0,
 ) -> QualityFact:
     """Over `max_rate` of the window's rows quarantined: a failure. Blocking (ERROR) when the
     rows the breaker counts (`breaker_counted`, with `synced` the quarantined keys the sync holds
     contacts of, None on a sync with none yet) are over the share in a window of at least
     `min_rows` rows: that usually means a broken mapping or extract, not bad customers. Otherwise
-    a warning (WARN), and the window's valid rows are sent."""
+    a warning (WARN), and the window's valid rows are sent. A person who reviewed the window
+    confirms its quarantine with `confirmed` equal to its quarantined rows (run config
+    `CONFIRM_QUARANTINED_KEY`): then a stop is a warning too."""
     r = result.report
     rate = _ratio(r.quarantined, r.rows_in) if r.rows_in else 0.0
     by_reason = dict(sorted(r.quarantine_reasons.items(), key=lambda kv: -kv[1]))
     top = next(iter(by_reason), None)
     counted = breaker_counted(result.quarantine, synced)
-    blocks = quarantine_blocks(counted, r.rows_in, max_rate, min_rows)
-    why = ""
-    if rate > max_rate and not blocks:
+    stops = quarantine_blocks(counted, r.rows_in, max_rate, min_rows)
+    accepted = stops and confirmed == r.quarantined
+    blocks = stops and not accepted
+    why = (
+        f"; to send the valid rows anyway once reviewed, re-run the window with "
+        f"{CONFIRM_QUARANTINED_KEY}: {r.quarantined}"
+        if blocks
+        else ""
+    )
+    if accepted:
+        why = (
+            f"; confirmed in run config ({CONFIRM_QUARANTINED_KEY}: {confirmed}): a warning, "
+            "the valid rows were sent"
+        )
+    elif rate > max_rate and not blocks:
         why = (
             f"; too few rows to stop the window (fewer than {min_rows})"
             if r.rows_in < min_rows
@@ -148,6 +165,7 @@ def quarantine_rate(
             "rows_in": r.rows_in,
             "quarantined": r.quarantined,
             "counted_by_breaker": counted,
+            "confirmed": confirmed,
             "by_reason": by_reason,
             "samples": quarantine_samples(result.quarantine),
         },
@@ -280,6 +298,7 @@ def all_facts(
     min_quarantine_rows: int,
     min_e164_coverage: float = 0.8,
     synced: Collection[str] | None = None,
+    confirmed_quarantined: int = 0,
 ) -> list[QualityFact]:
     """Every fact above for one window. Drift is judged on the CRM table's columns
     (`crm_columns`); denied columns on what the extract read (`extracted_columns`, the CRM
@@ -288,7 +307,9 @@ def all_facts(
     read = list(extracted_columns) if extracted_columns is not None else cols
     return [
         e164_coverage(result, min_e164_coverage),
-        quarantine_rate(result, max_quarantine_rate, min_quarantine_rows, synced),
+        quarantine_rate(
+            result, max_quarantine_rate, min_quarantine_rows, synced, confirmed_quarantined
+        ),
         schema_drift(cols, mapping),
         denied_columns_seen(read, mapping),
         identifier_collisions(result.contacts),

@@ -83,6 +83,14 @@ def crm_contacts(context: dg.AssetExecutionContext, crm: CrmResource, genesys: G
     yield checks.crm_times_result(times, context.partition_key)
 
 
+class NormalizeConfig(dg.Config):
+    """Run config of `normalized_contacts`: what a person confirmed after reviewing the window."""
+
+    # The window's quarantined rows a person reviewed and accepts: when it equals their count,
+    # the quarantine breaker lets the window send its valid rows (a warning).
+    confirm_quarantined: int = 0
+
+
 @dg.asset(
     partitions_def=sync_windows,
     group_name=GROUP,
@@ -99,6 +107,7 @@ def crm_contacts(context: dg.AssetExecutionContext, crm: CrmResource, genesys: G
 )
 def normalized_contacts(
     context: dg.AssetExecutionContext,
+    config: NormalizeConfig,
     crm_contacts: pd.DataFrame,
     crm: CrmResource,
     state: SyncStateResource,
@@ -123,6 +132,7 @@ def normalized_contacts(
         mapping,
         context.partition_key,
         synced,
+        config.confirm_quarantined,
     )
 
 

@@ -46,7 +46,9 @@ NORMALIZED_CHECK_SPECS = [
             "is sent (blocking): a broken mapping or extract, fix it and re-run the window. "
             "Once contacts are synced it counts the quarantined rows of synced contacts and "
             "rows without a key; a window of fewer than CRM_GENESYS_QUARANTINE_MIN_ROWS rows, "
-            "or over the share only by records that never synced, is a warning."
+            "or over the share only by records that never synced, is a warning; so is a "
+            "window a person confirmed (ops.normalized_contacts.config.confirm_quarantined: "
+            "its quarantined count)."
         ),
     ),
     dg.AssetCheckSpec(
@@ -173,6 +175,7 @@ def normalized_check_results(
     mapping: Mapping,
     window: str,
     synced: Collection[str] | None = None,
+    confirmed_quarantined: int = 0,
 ) -> Iterator[dg.AssetCheckResult]:
     """Check results of one window: drift from the CRM table's columns, denied columns from
     what the extract read, the rest from the frame (`synced`: the quarantined keys the sync
@@ -185,6 +188,7 @@ def normalized_check_results(
         max_quarantine_rate=max_quarantine_rate(),
         min_quarantine_rows=min_quarantine_rows(),
         synced=synced,
+        confirmed_quarantined=confirmed_quarantined,
         min_e164_coverage=float(settings.get("CRM_GENESYS_MIN_E164_COVERAGE")),
     )
     for fact in facts:

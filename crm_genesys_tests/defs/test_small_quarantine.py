@@ -206,3 +206,44 @@ def test_rows_without_a_key_stop_an_established_sync(world: World) -> None:
 
     assert not result.success
     assert _quarantine_check(result).severity == dg.AssetCheckSeverity.ERROR
+
+
+def test_a_person_confirms_a_stopped_window_with_its_quarantined_count(world: World) -> None:
+    assert world.materialize(WINDOWS[0]).success
+    synced = _held_keys(world)
+    broken = _rows_to_later(world, WINDOWS[0], 60, 30, only=synced)
+    stopped = world.materialize(LATER, raise_on_error=False)
+    assert not stopped.success
+    check = _quarantine_check(stopped)
+    count = int(check.metadata["quarantined"].value)
+    assert f"confirm_quarantined: {count}" in (check.description or "")  # the fix, named
+
+    def confirmed(n: int) -> dict:
+        return {"ops": {"normalized_contacts": {"config": {"confirm_quarantined": n}}}}
+
+    # A count other than what was reviewed confirms nothing.
+    wrong = world.materialize(LATER, raise_on_error=False, run_config=confirmed(count - 1))
+    assert not wrong.success
+    assert _quarantine_check(wrong).severity == dg.AssetCheckSeverity.ERROR
+
+    accepted = world.materialize(LATER, raise_on_error=False, run_config=confirmed(count))
+    assert accepted.success
+    check = _quarantine_check(accepted)
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert "confirmed in run config" in (check.description or "")
+    summary = materialization(accepted, "genesys_sync")
+    assert summary["quarantined"] == count and summary["accounted"] is True
+    # The quarantined rows were not sent: Genesys keeps those contacts as they were.
+    assert set(broken) <= {k for k, c in _by_key(world).items() if _has_contact_point(c)}
+
+
+def _by_key(world: World) -> dict[str, dict]:
+    return {
+        ext["value"]: c for c in world.emulator.all_contacts() for ext in c.get("externalIds") or []
+    }
+
+
+def _has_contact_point(contact: dict) -> bool:
+    slots = ("workPhone", "cellPhone", "homePhone", "otherPhone")
+    emails = ("workEmail", "personalEmail", "otherEmail")
+    return any(contact.get(s) for s in (*slots, *emails))
