@@ -218,20 +218,27 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _read_page(recipe: _Recipe, cursor: Any) -> tuple[NormalizationResult, Any, bool] | None:
-    """In the reading process: the page after `cursor`, normalized, with the cursor after it and
-    whether it was the last; None when nothing is left."""
-    chunks = _OPENED.get(recipe.key())
-    if chunks is None:
-        source = SqlCrmSource.from_mapping(recipe.url, recipe.mapping, schema=recipe.schema)
-        chunks = _OPENED[recipe.key()] = CrmChunks(source, recipe.mapping, recipe.chunk_rows)
+def _normalized_page(
+    chunks: CrmChunks, cursor: Any
+) -> tuple[NormalizationResult, Any, bool] | None:
+    """The page of `chunks` after `cursor`, normalized, with the cursor after it and whether it
+    was the last; None when nothing is left."""
     page = next(chunks.pages(cursor), None)
     if page is None:
         return None
     frame, after = page
-    last = len(frame) < recipe.chunk_rows
-    normalized = normalize(frame, recipe.mapping)
-    return normalized, after, last
+    last = len(frame) < chunks.chunk_rows
+    return normalize(frame, chunks.mapping), after, last
+
+
+def _read_page(recipe: _Recipe, cursor: Any) -> tuple[NormalizationResult, Any, bool] | None:
+    """In the reading process: `_normalized_page` of the CRM `recipe` opens (kept open from page
+    to page)."""
+    chunks = _OPENED.get(recipe.key())
+    if chunks is None:
+        source = SqlCrmSource.from_mapping(recipe.url, recipe.mapping, schema=recipe.schema)
+        chunks = _OPENED[recipe.key()] = CrmChunks(source, recipe.mapping, recipe.chunk_rows)
+    return _normalized_page(chunks, cursor)
 
 
 class _Reader:
@@ -254,7 +261,6 @@ class _Reader:
                 initializer=_watch_parent,
                 initargs=(os.getpid(),),
             )
-        self.pages = None if recipe is not None else chunks.pages(cursor)
 
     @property
     def in_child(self) -> bool:
@@ -264,22 +270,14 @@ class _Reader:
         """The next page, normalized, and the cursor after it; None at the end."""
         if self.done:
             return None
-        if self.pool is not None:
-            assert self.recipe is not None
+        if self.pool is not None and self.recipe is not None:
             got = self.pool.submit(_read_page, self.recipe, self.cursor).result()
-            if got is None:
-                self.done = True
-                return None
-            normalized, self.cursor, self.done = got
-            return normalized, self.cursor
-        assert self.pages is not None
-        page = next(self.pages, None)
-        if page is None:
+        else:
+            got = _normalized_page(self.chunks, self.cursor)
+        if got is None:
             self.done = True
             return None
-        frame, self.cursor = page
-        normalized = normalize(frame, self.chunks.mapping)
-        del frame
+        normalized, self.cursor, self.done = got
         return normalized, self.cursor
 
     def close(self) -> None:
