@@ -131,24 +131,23 @@ def quarantine_rate(
     stops = quarantine_blocks(counted, r.rows_in, max_rate, min_rows)
     accepted = stops and confirmed == r.quarantined
     blocks = stops and not accepted
-    why = (
-        f"; to send the valid rows anyway once reviewed, re-run the window with "
-        f"{CONFIRM_QUARANTINED_KEY}: {r.quarantined}"
-        if blocks
-        else ""
-    )
-    if accepted:
+    sent = ": a warning, the valid rows were sent"
+    if blocks:
         why = (
-            f"; confirmed in run config ({CONFIRM_QUARANTINED_KEY}: {confirmed}): a warning, "
-            "the valid rows were sent"
+            "; to send the valid rows anyway once reviewed, re-run the window with "
+            f"{CONFIRM_QUARANTINED_KEY}: {r.quarantined}"
         )
-    elif rate > max_rate and not blocks:
+    elif accepted:
+        why = f"; confirmed in run config ({CONFIRM_QUARANTINED_KEY}: {confirmed})" + sent
+    elif rate <= max_rate:
+        why = ""
+    elif r.rows_in < min_rows:
+        why = f"; too few rows to stop the window (fewer than {min_rows})" + sent
+    else:
         why = (
-            f"; too few rows to stop the window (fewer than {min_rows})"
-            if r.rows_in < min_rows
-            else f"; only {counted} of them are contacts synced before or rows without a key "
-            "(the others never synced: bad CRM records, not a broken mapping)"
-        ) + ": a warning, the valid rows were sent"
+            f"; only {counted} of them are contacts synced before or rows without a key "
+            "(the others never synced: bad CRM records, not a broken mapping)" + sent
+        )
     return QualityFact(
         name="quarantine_rate",
         passed=rate <= max_rate,

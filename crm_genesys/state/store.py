@@ -755,11 +755,14 @@ class SyncStateStore:
 
     def synced_among(self, keys: Iterable[str]) -> set[str] | None:
         """Of `keys`, those the state holds a Genesys contact of (the sync created it and has
-        not deleted it); None when the state holds no contact at all (a sync that has not
-        written yet)."""
+        not deleted it); None when there is no key to look up or the state holds no contact at
+        all (a sync that has not written yet): for the quarantine breaker, either way every
+        quarantined row counts."""
         wanted = [k for k in dict.fromkeys(str(k) for k in keys) if k]
-        held = self.snapshot(wanted) if wanted else None
-        if held is not None and len(held):
+        if not wanted:
+            return None
+        held = self.snapshot(wanted)
+        if len(held):
             return set(held.loc[held["contact_id"].notna(), "business_key"].astype(str))
         with self.engine.connect() as conn:
             some = conn.execute(

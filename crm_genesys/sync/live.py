@@ -233,8 +233,7 @@ async def sync_live(
     changes = diff(contacts, store.snapshot(contacts["business_key"].tolist()))
     updates = changes.changes[changes.changes["op"] == "update"]
     previous = store.owned_fields(updates["business_key"].tolist()) if len(updates) else {}
-    keys = normalized.quarantine["business_key"].dropna().astype(str)
-    synced = store.synced_among(keys) if len(normalized.quarantine) else None
+    synced = store.synced_among(normalized.quarantine["business_key"].dropna().astype(str))
     held = hold_reason(
         normalized,
         changes,
